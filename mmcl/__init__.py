@@ -1,0 +1,36 @@
+"""mmcl: multi-modal contrastive learning (image-text and image-image), trained with Accelerate.
+
+Public API:
+    load_recipe, Recipe, ConfigError        recipes and their typed sections
+    create_model, DualEncoder               timm vision tower + HF text tower
+    create_loss, list_losses                registered contrastive losses
+    Trainer, load_run                       train from a recipe; rebuild a trained model
+    evaluate                                zero-shot and retrieval evaluators
+"""
+
+from .config import ConfigError, Recipe, load_recipe
+from .data.synthetic import SyntheticConfig, make_corpus
+from .eval import evaluate
+from .losses import create_loss, list_losses, register_loss
+from .models import DualEncoder, DualEncoderOutput, create_model
+from .train import Trainer, TrainingError, load_run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DualEncoder",
+    "DualEncoderOutput",
+    "Recipe",
+    "SyntheticConfig",
+    "Trainer",
+    "TrainingError",
+    "create_loss",
+    "create_model",
+    "evaluate",
+    "list_losses",
+    "load_recipe",
+    "load_run",
+    "make_corpus",
+    "register_loss",
+]

