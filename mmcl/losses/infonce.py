@@ -1,0 +1,68 @@
+"""Symmetric InfoNCE, the CLIP loss (Radford et al. 2021, "Learning Transferable Visual Models From
+Natural Language Supervision"; van den Oord et al. 2018 for InfoNCE)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._distributed import batch_sizes, dist_info, gather_with_grad
+from .base import register_loss
+
+
+@register_loss("infonce")
+class InfoNCELoss(nn.Module):
+    """loss = (CE(s * X Y^T, I) + CE(s * Y X^T, I)) / 2 over the global batch.
+
+    Under data parallelism each rank scores its B local rows against all W*B gathered columns
+    (labels ``arange(B) + rank * B``), so the gradients DDP averages equal those of one process with
+    batch W*B, and the mean of the ranks' values is that process's value.
+    Logits are computed in fp32 (or fp64 for fp64 inputs) whatever the feature dtype.
+
+    Args:
+        label_smoothing: as in ``torch.nn.functional.cross_entropy``; 0 is plain CLIP.
+        rank, world_size: override what ``torch.distributed`` reports (for tests).
+
+    Shape:
+        image_features, text_features: (B, D), L2-normalised. logit_scale: scalar, exponentiated.
+        Returns a scalar.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        self.label_smoothing = label_smoothing
+        self._rank, self._world_size = rank, world_size
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if image_features.shape != text_features.shape:
+            raise ValueError(
+                f"image and text features differ in shape: {tuple(image_features.shape)} "
+                f"vs {tuple(text_features.shape)}"
+            )
+        rank, world = dist_info(self._rank, self._world_size)
+        dtype = torch.promote_types(image_features.dtype, torch.float32)  # fp32 at least, fp64 kept
+        img, txt = image_features.to(dtype), text_features.to(dtype)
+        sizes = batch_sizes(img.shape[0], world, img.device)
+        all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
+        scale = logit_scale.to(dtype)
+        logits_per_image = scale * img @ all_txt.T
+        logits_per_text = scale * txt @ all_img.T
+        if logit_bias is not None:
+            logits_per_image = logits_per_image + logit_bias
+            logits_per_text = logits_per_text + logit_bias
+        labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
+        ce = lambda logits: F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)  # noqa: E731
+        loss = (ce(logits_per_image) + ce(logits_per_text)) / 2
+        # Weight by this rank's share so that DDP's mean over ranks is the global mean.
+        return loss * (len(sizes) * img.shape[0] / sum(sizes))
