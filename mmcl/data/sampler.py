@@ -1,0 +1,45 @@
+"""A seeded, resumable, rank-aware batch sampler for map-style datasets."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Yields this rank's index batches for one epoch of a seeded permutation.
+
+    Every epoch draws ``randperm(n)`` from ``(seed, epoch)``; global batch ``b`` is the slice
+    ``[b * B * W, (b + 1) * B * W)`` and rank ``r`` takes its ``r``-th block of ``B``. So ranks see
+    disjoint samples, the order does not depend on the number of dataloader workers, and a resume
+    at ``(epoch, start_batch)`` continues with exactly the next unseen batch. The incomplete last
+    global batch is dropped (contrastive losses need equal batches on every rank).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, shuffle: bool = True):
+        if num_samples < batch_size * world_size:
+            raise ValueError(f"{num_samples} samples cannot fill one global batch of "
+                             f"{batch_size} x {world_size} processes")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.num_samples // (self.batch_size * self.world_size) - self.start_batch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        global_batch = self.batch_size * self.world_size
+        for b in range(self.start_batch, self.num_samples // global_batch):
+            start = b * global_batch + self.rank * self.batch_size
+            yield order[start:start + self.batch_size]
