@@ -1,0 +1,301 @@
+"""The training loop on Accelerate: one process or many, CPU or GPU, resumable at any step."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from ..config import Recipe
+from ..data import (
+    ImageTextCollate,
+    PairedImageTextDataset,
+    ResumableBatchSampler,
+    Tokenize,
+    image_transforms,
+    load_tokenizer,
+)
+from ..data.synthetic import ensure_corpus
+from ..eval.adapters import MmclAdapter
+from ..eval.runner import evaluate, markdown_table, write_results
+from ..losses import create_loss
+from ..models import create_model, text_model_config
+from .checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, set_rng_state
+from .optim import create_optimizer, create_scheduler
+from .run_dir import save_run_metadata
+from .tracking import JSONLTracker
+
+log = logging.getLogger("mmcl")
+
+MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run stops
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. the loss stayed non-finite); the message says why."""
+
+
+class Trainer:
+    """Builds everything a recipe describes and trains it.
+
+    Example:
+        >>> recipe = mmcl.load_recipe("recipes/quickstart.yaml", ["train.steps=100"])
+        >>> results = mmcl.Trainer(recipe).fit()
+    """
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.run_dir = recipe.run_dir
+        t = recipe.train
+        trackers = [JSONLTracker(self.run_dir) if name == "jsonl" else name for name in t.trackers]
+        self.accelerator = Accelerator(
+            mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[t.precision],
+            cpu=t.cpu,
+            log_with=trackers or None,
+            project_dir=str(self.run_dir),
+        )
+        set_seed(t.seed)
+        self.progress = t.progress and self.accelerator.is_main_process
+
+        data = recipe.data
+        if data.synthetic is not None:
+            with self.accelerator.main_process_first():
+                ensure_corpus(data.synthetic, progress=self.progress)
+
+        self.text_config = text_model_config(recipe.model.text)
+        self.tokenizer = load_tokenizer(recipe.model.text)
+        self.model = create_model(recipe.model, text_config=None if recipe.model.text.path else self.text_config)
+        train_tf, self.eval_transform = image_transforms(self.model.vision.data_config(), data.augment)
+        self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
+
+        self.dataset = PairedImageTextDataset(
+            data.train,
+            transform=train_tf,
+            image_key=data.image_key,
+            caption_key=data.caption_key,
+            separator=data.separator,
+            image_root=data.image_root,
+            seed=t.seed if data.augment.enabled else None,
+        )
+        acc = self.accelerator
+        self.sampler = ResumableBatchSampler(
+            len(self.dataset), data.batch_size, acc.process_index, acc.num_processes, seed=t.seed
+        )
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=ImageTextCollate(self.tokenize),
+            num_workers=data.num_workers,
+            persistent_workers=False,
+            # Its own generator: a new iterator must not draw from the global RNG (dropout's stream),
+            # or a resumed run would drift by one draw. Augmentation is seeded per item anyway.
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+        self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
+        optimizer = create_optimizer(self.model, t)
+        self.scheduler = create_scheduler(optimizer, t)
+        # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would
+        # step it once per process).
+        self.model, self.optimizer = acc.prepare(self.model, optimizer)
+
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.skipped: Counter = Counter()
+        self.samples_seen = 0
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def _state(self) -> dict:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples_seen": self.samples_seen,
+            "skipped": dict(self.skipped),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def save(self) -> Path | None:
+        """Checkpoint the current step (main process writes; all processes wait for it)."""
+        path = None
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            path = save_checkpoint(
+                self.run_dir, self.step, self.unwrapped, self._state(), self.recipe.train.keep_checkpoints
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        path = Path(path)
+        load_weights(path, self.unwrapped)
+        state = load_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.samples_seen = state["samples_seen"]
+        self.skipped = Counter(state["skipped"])
+        self.accelerator.print(
+            f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
+        )
+
+    def _summary(self) -> str:
+        r, acc = self.recipe, self.accelerator
+        n_params = sum(p.numel() for p in self.unwrapped.parameters())
+        n_train = sum(p.numel() for p in self.unwrapped.parameters() if p.requires_grad)
+        per_step = r.data.batch_size * acc.num_processes
+        return "\n".join(
+            [
+                f"mmcl run {r.name!r} -> {self.run_dir}",
+                f"  model: vision {r.model.vision.name} + text {self.text_config.model_type} "
+                f"({self.text_config.num_hidden_layers} layers), embed_dim {r.model.embed_dim}",
+                f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
+                f"  data: {len(self.dataset)} pairs from {r.data.train}",
+                f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
+                f"= {per_step} samples per step",
+                f"  steps: {r.train.steps} (~{r.train.steps * per_step / len(self.dataset):.1f} epochs), "
+                f"loss {r.loss.name}",
+                f"  device: {acc.device} ({acc.distributed_type.value}), precision {r.train.precision}",
+            ]
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    def _train_step(self, batch: dict) -> float | None:
+        """One optimizer step; returns the loss, or None when the step was skipped (non-finite)."""
+        acc = self.accelerator
+        with acc.autocast():
+            out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
+        finite = torch.isfinite(loss.detach()).float()
+        if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        acc.backward(loss)
+        if self.recipe.train.grad_clip is not None:
+            acc.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.unwrapped.clamp_logit_scale()
+        return loss.item()
+
+    def run_eval(self) -> list[dict]:
+        r = self.recipe
+        if not r.eval.datasets:
+            return []
+        records = []
+        if self.accelerator.is_main_process:
+            model = self.unwrapped
+            was_training = model.training
+            model.eval()
+            adapter = MmclAdapter(model, self.tokenize, self.eval_transform, self.accelerator.device)
+            with self.accelerator.autocast() if r.train.precision != "fp32" else nullcontext():
+                records = evaluate(adapter, r.eval, progress=self.progress)
+            model.train(was_training)
+            write_results(records, self.run_dir, self.step, r.name)
+            flat = {
+                f"eval/{rec['dataset']}/{rec['task']}/{k}": v
+                for rec in records
+                for k, v in rec["metrics"].items()
+                if isinstance(v, (int, float))
+            }
+            self.accelerator.log(flat, step=self.step)
+        self.accelerator.wait_for_everyone()
+        return records
+
+    def fit(self) -> list[dict]:
+        """Train to ``train.steps`` (or ``train.stop_at_step``), checkpointing and evaluating as the
+        recipe says. Returns the final evaluation records."""
+        r, t, acc = self.recipe, self.recipe.train, self.accelerator
+        if t.resume is not None:
+            path = latest_checkpoint(self.run_dir) if t.resume == "latest" else Path(t.resume)
+            if path is None:
+                acc.print(f"train.resume=latest: no checkpoint in {self.run_dir}, starting fresh")
+            else:
+                self.resume(path)
+        if acc.is_main_process:
+            save_run_metadata(self.run_dir, r, self.text_config, self.tokenizer)
+        acc.init_trackers(r.name)
+        acc.print(self._summary())
+
+        stop = t.stop_at_step or t.steps
+        bar = tqdm(total=stop, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        bad_in_row, window_samples, window_start = 0, 0, time.perf_counter()
+        self.model.train()
+        try:
+            while self.step < stop:
+                self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+                self.dataset.set_epoch(self.epoch)
+                for batch in self.loader:
+                    self.batch_in_epoch += 1
+                    self.skipped.update(batch["skipped"])
+                    if batch["size"] < 2:
+                        continue
+                    batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    loss = self._train_step(batch)
+                    if loss is None:
+                        bad_in_row += 1
+                        log.warning("step %d: non-finite loss, step skipped (%d in a row)", self.step, bad_in_row)
+                        if bad_in_row >= MAX_BAD_STEPS:
+                            raise TrainingError(
+                                f"loss was non-finite for {bad_in_row} steps in a row at step "
+                                f"{self.step}; lower train.lr or check the data"
+                            )
+                        continue
+                    bad_in_row = 0
+                    self.step += 1
+                    n = batch["size"] * acc.num_processes
+                    self.samples_seen += n
+                    window_samples += n
+                    bar.update(1)
+                    if self.step % t.log_every == 0 or self.step == stop:
+                        rate = window_samples / max(1e-9, time.perf_counter() - window_start)
+                        window_samples, window_start = 0, time.perf_counter()
+                        bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:.0f}")
+                        acc.log(
+                            {
+                                "train/loss": loss,
+                                "train/lr": self.scheduler.get_last_lr()[0],
+                                "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
+                                "train/samples_per_s": rate,
+                                "train/epoch": self.epoch,
+                                **{f"data/skipped_{k}": v for k, v in self.skipped.items()},
+                            },
+                            step=self.step,
+                        )
+                    if self.step % t.checkpoint_every == 0 and self.step < stop:
+                        self.save()
+                    if r.eval.every and self.step % r.eval.every == 0 and self.step < t.steps:
+                        self.run_eval()
+                    if self.step >= stop:
+                        break
+                else:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save()
+            acc.print(f"interrupted: saved {path}; continue with train.resume=latest")
+            raise
+        bar.close()
+        self.save()
+        if self.skipped:
+            acc.print("skipped samples: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())))
+        records = []
+        if self.step >= t.steps:
+            records = self.run_eval()
+            if records:
+                acc.print(markdown_table(records))
+                acc.print(f"results: {self.run_dir / 'results.json'} and {self.run_dir / 'results.md'}")
+        acc.end_training()
+        return records
