@@ -1,0 +1,127 @@
+"""Run the evaluators a recipe declares on a model adapter; write JSON and markdown results."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import EvalConfig, EvalDatasetConfig
+from ..data.csv_jsonl import PairedImageTextDataset
+from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
+from .zero_shot import read_lines, zero_shot_classifier, zero_shot_metrics
+
+
+def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
+    needs_labels = "zeroshot" in ds_cfg.tasks
+    dataset = PairedImageTextDataset(
+        ds_cfg.path,
+        transform=adapter.preprocess,
+        image_key=ds_cfg.image_key,
+        caption_key=ds_cfg.caption_key,
+        separator=ds_cfg.separator,
+        label_key=ds_cfg.label_key if needs_labels else None,
+        max_items=ds_cfg.max_items,
+    )
+    # Rows that share an image path are several captions of one image; the image is encoded once.
+    first_row_of_path: dict[str, int] = {}
+    for row, path in enumerate(dataset.images):
+        first_row_of_path.setdefault(path, row)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, list(first_row_of_path.values())),
+        batch_size=batch_size,
+        collate_fn=lambda items: items,
+    )
+    feats, kept_rows, skipped = [], [], Counter()
+    for items in tqdm(loader, desc=f"{ds_cfg.name}: images", disable=not progress, leave=False):
+        good = [it for it in items if isinstance(it, dict)]
+        skipped.update(it[1] for it in items if isinstance(it, tuple))
+        if good:
+            feats.append(adapter.encode_image(torch.stack([it["image"] for it in good])))
+            kept_rows.extend(it["index"] for it in good)
+    image_features = torch.cat(feats)
+    position = {dataset.images[row]: n for n, row in enumerate(kept_rows)}  # path -> row of image_features
+
+    text_rows = [i for i, p in enumerate(dataset.images) if p in position and dataset.captions[i].strip()]
+    texts = [dataset.captions[i] for i in text_rows]
+    chunks = range(0, len(texts), batch_size)
+    text_features = torch.cat(
+        [
+            adapter.encode_text(texts[i : i + batch_size])
+            for i in tqdm(chunks, desc=f"{ds_cfg.name}: texts", disable=not progress, leave=False)
+        ]
+    )
+    text_to_image = torch.tensor([position[dataset.images[i]] for i in text_rows])
+    labels = torch.tensor([dataset.labels[r] for r in kept_rows]) if dataset.labels is not None else None
+    keys = None
+    if ds_cfg.group_key is not None:
+        column = [str(r[ds_cfg.group_key]) for r in dataset.rows]
+        keys = ([column[r] for r in kept_rows], [column[i] for i in text_rows])
+    return image_features, text_features, text_to_image, labels, keys, dict(skipped)
+
+
+def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
+    """Evaluate on every dataset in ``cfg``; one record per (dataset, task), CLIP_benchmark-shaped."""
+    records = []
+    for ds_cfg in cfg.datasets:
+        img, txt, t2i, labels, keys, skipped = _encode_dataset(adapter, ds_cfg, cfg.batch_size, progress)
+        for task in ds_cfg.tasks:
+            if task == "zeroshot":
+                classifier = zero_shot_classifier(
+                    adapter, read_lines(ds_cfg.classnames), read_lines(ds_cfg.templates), cfg.batch_size
+                )
+                metrics = zero_shot_metrics(img, labels, classifier)
+            else:
+                metrics = retrieval_metrics(img, txt, t2i)
+                metrics["num_images"], metrics["num_texts"] = img.shape[0], txt.shape[0]
+                if keys is not None:
+                    metrics.update(attribute_recall_at_1(img, txt, *keys))
+                    metrics["duplicate_caption_fraction"] = duplicate_fraction(keys[1])
+            if skipped:
+                metrics["skipped"] = skipped
+            records.append({"dataset": ds_cfg.name, "task": task, "metrics": metrics})
+    return records
+
+
+HEADLINE = {
+    "zeroshot": ["acc1", "acc5", "mean_per_class_recall"],
+    "retrieval": [
+        "image_retrieval_recall@1",
+        "text_retrieval_recall@1",
+        "image_retrieval_recall@5",
+        "text_retrieval_recall@5",
+        "image_retrieval_attribute_recall@1",
+        "text_retrieval_attribute_recall@1",
+        "duplicate_caption_fraction",
+    ],
+}
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| dataset | task | metric | value |", "|---|---|---|---|"]
+    for r in records:
+        for name in HEADLINE.get(r["task"], []):
+            if name in r["metrics"]:
+                v = r["metrics"][name]
+                lines.append(
+                    f"| {r['dataset']} | {r['task']} | {name} | "
+                    f"{'nan' if isinstance(v, float) and math.isnan(v) else f'{100 * v:.2f}%'} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(records: list[dict], out_dir: str | Path, step: int, model_name: str) -> tuple[Path, Path]:
+    """``eval/step-N.json`` (+ ``results.json``/``results.md`` for the newest) in ``out_dir``."""
+    out = Path(out_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    full = [{**r, "model": model_name, "pretrained": f"step-{step}", "step": step} for r in records]
+    text = json.dumps(full, indent=2)
+    (out / f"step-{step:07d}.json").write_text(text)
+    json_path, md_path = Path(out_dir) / "results.json", Path(out_dir) / "results.md"
+    json_path.write_text(text)
+    md_path.write_text(f"# Evaluation of {model_name} at step {step}\n\n" + markdown_table(records))
+    return json_path, md_path
