@@ -1,0 +1,95 @@
+"""The command line: help texts, a train + eval smoke run, user errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mmcl.cli import main
+
+from .conftest import tiny_recipe_dict
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mmcl.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        ([], ["train", "eval", "data"]),
+        (["train"], ["KEY=VALUE", "train.resume=latest", "train.stop_at_step", "torchrun"]),
+        (["eval"], ["--checkpoint", "results.json"]),
+        (["data", "make-synthetic"], ["--n-train", "never seen in training"]),
+    ],
+)
+def test_help_explains_itself(capsys, args, expected):
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out
+
+
+def test_train_then_eval_smoke(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_corpus, run)))
+    res = run_cli("train", str(recipe), "train.steps=3", "train.lr=5e-4", "eval.every=2")
+    assert res.returncode == 0, res.stderr
+    assert "samples per step" in res.stdout and "acc1" in res.stdout
+    # evaluated in the loop at step 2 and at the end
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["step-0000002.json", "step-0000003.json"]
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logged if "eval/test/zeroshot/acc1" in x] == [2, 3]
+    results = json.loads((run / "results.json").read_text())
+    assert {(r["dataset"], r["task"]) for r in results} == {("test", "zeroshot"), ("test", "retrieval")}
+    assert results[0]["step"] == 3 and "metrics" in results[0]
+    assert (run / "results.md").read_text().count("|") > 10
+    (run / "results.json").unlink()
+    res = run_cli("eval", str(run))
+    assert res.returncode == 0, res.stderr
+    again = json.loads((run / "results.json").read_text())
+    assert [r["metrics"]["acc1"] for r in again if r["task"] == "zeroshot"] == [
+        r["metrics"]["acc1"] for r in results if r["task"] == "zeroshot"
+    ]
+
+
+def test_user_errors_print_one_line_not_a_traceback(tiny_corpus, tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_corpus, tmp_path / "run")))
+    res = run_cli("train", str(recipe), "train.stpes=3")
+    assert res.returncode == 2
+    assert "mmcl: error: unknown key 'train.stpes' (did you mean 'steps'?)" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("eval", str(tmp_path))
+    assert res.returncode == 2 and "not an mmcl run folder" in res.stderr
+    res = run_cli("train", str(recipe), "train.precision=fp16", "train.cpu=true")
+    assert res.returncode == 2 and "fp16 needs a GPU" in res.stderr
+
+
+def test_make_synthetic(tmp_path):
+    assert (
+        main(
+            [
+                "data",
+                "make-synthetic",
+                str(tmp_path / "d"),
+                "--n-train",
+                "5",
+                "--n-test",
+                "3",
+                "--n-novel",
+                "2",
+                "--image-size",
+                "24",
+            ]
+        )
+        == 0
+    )
+    assert len((tmp_path / "d" / "train.csv").read_text().splitlines()) == 6

@@ -1,0 +1,93 @@
+"""Recipes: typed loading, _base_ inheritance, dotted overrides, and clear errors for bad input."""
+
+import copy
+
+import pytest
+import yaml
+
+from mmcl.config import ConfigError, load_recipe
+
+from .conftest import tiny_recipe_dict
+
+
+def write(tmp_path, data, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_loads_typed_sections(tiny_corpus, tmp_path):
+    r = load_recipe(write(tmp_path, tiny_recipe_dict(tiny_corpus, tmp_path / "run")))
+    assert r.data.batch_size == 8 and isinstance(r.train.lr, float)
+    assert r.model.vision.kwargs["embed_dim"] == 32
+    assert r.eval.datasets[0].tasks == ["zeroshot", "retrieval"]
+
+
+def test_base_inheritance_and_overrides(tiny_corpus, tmp_path):
+    write(tmp_path, tiny_recipe_dict(tiny_corpus, tmp_path / "run"), "base.yaml")
+    child = write(tmp_path, {"_base_": "base.yaml", "name": "child", "train": {"steps": 9}}, "child.yaml")
+    r = load_recipe(child, ["train.lr=5e-4", "train.steps=200", "data.batch_size=4", "train.grad_clip=null"])
+    assert r.name == "child" and r.train.steps == 200 and r.train.lr == 5e-4
+    assert r.data.batch_size == 4 and r.train.grad_clip is None
+    assert r.train.warmup_steps == 1  # inherited from the base
+
+
+BAD = [
+    # (edit of the recipe dict, fragment the message must contain)
+    (lambda d: d["train"].update(stpes=3), "unknown key 'train.stpes' (did you mean 'steps'?)"),
+    (lambda d: d.update(trian={}), "unknown key 'trian'"),
+    (lambda d: d["train"].update(steps="many"), "train.steps: expected an integer, got 'many'"),
+    (lambda d: d["train"].update(lr="fast"), "train.lr: expected a number"),
+    (lambda d: d["train"].update(precision="fp8"), "valid choices: fp32, bf16, fp16"),
+    (lambda d: d["loss"].update(name="clip"), "unknown loss 'clip'; valid choices: infonce"),
+    (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: file not found: nowhere/train.csv"),
+    (lambda d: d["model"]["vision"].update(name="vit_tinyy_patch16_224"), "is not a timm model; close matches"),
+    (lambda d: d["model"]["text"].update(path="/no/such/dir"), "exactly one of 'path'"),
+    (lambda d: d["model"]["text"].update(tokenizer="/no/such/tok"), "model.text.tokenizer: directory not found"),
+    (lambda d: d["model"]["text"]["config"].update(model_type="bertt"), "not a transformers model type"),
+    (lambda d: d["model"]["text"].update(pooler="max"), "valid choices: mean, cls"),
+    (lambda d: d["data"].update(batch_size=1), "data.batch_size must be >= 2"),
+    (lambda d: d["eval"]["datasets"][0].update(tasks=["linear"]), "valid choices: zeroshot, retrieval"),
+    (lambda d: d["eval"]["datasets"][0].update(templates=None), "zeroshot task needs classnames and templates"),
+    (lambda d: d["train"].update(stop_at_step=99), "train.stop_at_step must be in [1, train.steps=4]"),
+    (lambda d: d.update(data=[1, 2]), "data: expected a mapping with keys"),
+]
+
+
+@pytest.mark.parametrize("edit,message", BAD, ids=[m[:40] for _, m in BAD])
+def test_bad_recipes_fail_with_clear_messages(tiny_corpus, tmp_path, edit, message):
+    data = copy.deepcopy(tiny_recipe_dict(tiny_corpus, tmp_path / "run"))
+    edit(data)
+    with pytest.raises(ConfigError) as info:
+        load_recipe(write(tmp_path, data))
+    assert message in str(info.value)
+
+
+def test_bad_files_and_overrides(tiny_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe(tmp_path / "broken.yaml")
+    good = write(tmp_path, tiny_recipe_dict(tiny_corpus, tmp_path / "run"))
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_recipe(good, ["train.lr"])
+    write(tmp_path, {"_base_": "b.yaml"}, "a.yaml")
+    write(tmp_path, {"_base_": "a.yaml"}, "b.yaml")
+    with pytest.raises(ConfigError, match="_base_ cycle"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_replace_swaps_a_mapping_instead_of_merging(tiny_corpus, tmp_path):
+    write(tmp_path, tiny_recipe_dict(tiny_corpus, tmp_path / "run"), "base.yaml")
+    child = write(
+        tmp_path,
+        {
+            "_base_": "base.yaml",
+            "model": {"vision": {"name": "test_convnext", "kwargs": {"_replace_": True, "drop_path_rate": 0.1}}},
+        },
+        "child.yaml",
+    )
+    r = load_recipe(child)
+    assert r.model.vision.kwargs == {"drop_path_rate": 0.1}  # the base's ViT kwargs are gone
+    assert r.model.text.max_length == 24  # everything else still inherited
