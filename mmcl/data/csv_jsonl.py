@@ -7,8 +7,8 @@ import csv
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,9 +42,8 @@ def check_columns(rows: list[dict], path, required: dict[str, str]) -> None:
     available = list(rows[0].keys()) if rows else []
     for option, column in required.items():
         if column not in available:
-            raise ConfigError(
-                f"{path}: column {column!r} (set by {option}) not found; available columns: {', '.join(map(str, available))}"
-            )
+            names = ", ".join(map(str, available))
+            raise ConfigError(f"{path}: column {column!r} (set by {option}) not found; available columns: {names}")
 
 
 @contextlib.contextmanager
@@ -77,9 +76,18 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
             deterministic and runs unseeded (faster).
     """
 
-    def __init__(self, path: str | os.PathLike, transform: Callable, image_key: str = "filepath",
-                 caption_key: str = "title", separator: str = ",", image_root: str | None = None,
-                 label_key: str | None = None, seed: int | None = None, max_items: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transform: Callable,
+        image_key: str = "filepath",
+        caption_key: str = "title",
+        separator: str = ",",
+        image_root: str | None = None,
+        label_key: str | None = None,
+        seed: int | None = None,
+        max_items: int | None = None,
+    ):
         self.path = Path(path)
         rows = read_table(self.path, separator)
         if not rows:

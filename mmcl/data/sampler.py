@@ -16,11 +16,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
     global batch is dropped (contrastive losses need equal batches on every rank).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True):
+    def __init__(
+        self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True
+    ):
         if num_samples < batch_size * world_size:
-            raise ValueError(f"{num_samples} samples cannot fill one global batch of "
-                             f"{batch_size} x {world_size} processes")
+            raise ValueError(
+                f"{num_samples} samples cannot fill one global batch of {batch_size} x {world_size} processes"
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle = seed, shuffle
@@ -42,4 +44,4 @@ class ResumableBatchSampler(Sampler[list[int]]):
         global_batch = self.batch_size * self.world_size
         for b in range(self.start_batch, self.num_samples // global_batch):
             start = b * global_batch + self.rank * self.batch_size
-            yield order[start:start + self.batch_size]
+            yield order[start : start + self.batch_size]

@@ -25,7 +25,6 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +110,7 @@ def _split_offset(split: str) -> int:
     return {"train": 0, "test": 1, "novel": 2}[split]
 
 
-def sample_scene(rng: np.random.Generator, split: str, single_fraction: float,
-                 short_caption_prob: float) -> Scene:
+def sample_scene(rng: np.random.Generator, split: str, single_fraction: float, short_caption_prob: float) -> Scene:
     """Draw the attributes and caption of one scene."""
     colours, classes = list(COLOURS), class_names()
     held = set(HELD_OUT)
@@ -157,12 +155,10 @@ def sample_scene(rng: np.random.Generator, split: str, single_fraction: float,
         key = f"{desc1}|{at}|{rel}|{desc2}"
         label = -1
         if short:
-            caption = SHORT_PAIR.format(c1=o1["colour"], s1=o1["shape"], rel=rel,
-                                        c2=o2["colour"], s2=o2["shape"])
+            caption = SHORT_PAIR.format(c1=o1["colour"], s1=o1["shape"], rel=rel, c2=o2["colour"], s2=o2["shape"])
         else:
             t = PAIR_TEMPLATES[rng.integers(len(PAIR_TEMPLATES))]
-            caption = t.format(o1=desc1, o2=desc2, at=at, rel=rel, inv=INVERSE[rel],
-                               at_cap=at[0].upper() + at[1:])
+            caption = t.format(o1=desc1, o2=desc2, at=at, rel=rel, inv=INVERSE[rel], at_cap=at[0].upper() + at[1:])
     if rng.random() < 0.5:  # captions in the wild end with or without a full stop
         caption += "."
     return Scene(caption=caption, key=key, label=label, objects=objects)
@@ -206,8 +202,7 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int) -> Ima
 def generate_scene(seed: int, split: str, index: int, cfg: SyntheticConfig) -> tuple[Image.Image, Scene]:
     """Item ``index`` of ``split``: a pure function of its arguments."""
     rng = np.random.default_rng([seed, _split_offset(split), index])
-    scene = sample_scene(rng, split, cfg.single_fraction,
-                         cfg.short_caption_prob if split == "train" else 0.0)
+    scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
     return render_scene(scene, rng, cfg.image_size), scene
 
 

@@ -14,7 +14,6 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..config import Recipe
-from ..errors import ConfigError
 from ..data import (
     ImageTextCollate,
     PairedImageTextDataset,
@@ -24,6 +23,7 @@ from ..data import (
     load_tokenizer,
 )
 from ..data.synthetic import ensure_corpus
+from ..errors import ConfigError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses import create_loss
@@ -55,8 +55,9 @@ class Trainer:
         self.run_dir = recipe.run_dir
         t = recipe.train
         if t.precision == "fp16" and (t.cpu or not torch.cuda.is_available()):
-            raise ConfigError("train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is "
-                              "slow without AVX512-BF16)")
+            raise ConfigError(
+                "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
+            )
         trackers = [JSONLTracker(self.run_dir) if name == "jsonl" else name for name in t.trackers]
         self.accelerator = Accelerator(
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[t.precision],

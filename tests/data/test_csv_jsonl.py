@@ -15,8 +15,10 @@ def to_tensor(image):
 
 
 def ident_tokenize(texts):
-    return {"input_ids": torch.zeros(len(texts), 2, dtype=torch.long),
-            "attention_mask": torch.ones(len(texts), 2, dtype=torch.long)}
+    return {
+        "input_ids": torch.zeros(len(texts), 2, dtype=torch.long),
+        "attention_mask": torch.ones(len(texts), 2, dtype=torch.long),
+    }
 
 
 def test_tsv_and_jsonl_with_custom_columns(tiny_corpus, tmp_path):
