@@ -373,7 +373,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 def validate(recipe: Recipe) -> None:
-    from .losses import list_losses
+    from .losses import create_loss, list_losses
 
     d, m, t, lo = recipe.data, recipe.model, recipe.train, recipe.loss
     _check(d.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {d.batch_size}")
@@ -403,6 +403,10 @@ def validate(recipe: Recipe) -> None:
     _check_vision(m.vision)
     _check_text(m.text)
     _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
+    try:
+        create_loss(lo.name, **lo.kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}") from None
 
     _check(t.steps > 0, f"train.steps must be > 0, got {t.steps}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
