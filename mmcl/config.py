@@ -111,6 +111,7 @@ class TrainConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
+    accumulation_steps: int = 1  # micro-batches per step; GradCache keeps negatives from all of them
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     cpu: bool = False  # force CPU even when a GPU is visible
     seed: int = 0
@@ -419,6 +420,7 @@ def validate(recipe: Recipe) -> None:
     _check(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
     _check(t.grad_clip is None or t.grad_clip > 0, f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
     _check(t.log_every > 0, f"train.log_every must be > 0, got {t.log_every}")
+    _check(t.accumulation_steps >= 1, f"train.accumulation_steps must be >= 1, got {t.accumulation_steps}")
     _check(t.checkpoint_every > 0, f"train.checkpoint_every must be > 0, got {t.checkpoint_every}")
     _check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     _check(

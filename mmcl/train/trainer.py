@@ -29,6 +29,7 @@ from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses import create_loss
 from ..models import create_model, text_model_config
 from .checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, set_rng_state
+from .grad_cache import grad_cache_backward
 from .optim import create_optimizer, create_scheduler
 from .run_dir import save_run_metadata
 from .tracking import JSONLTracker
@@ -112,19 +113,26 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.skipped: Counter = Counter()
         self.samples_seen = 0
+        self._commit_position()
 
     # ----------------------------------------------------------------------------------------------
     @property
     def unwrapped(self):
         return self.accelerator.unwrap_model(self.model)
 
+    def _commit_position(self) -> None:
+        """Record the data position of the last completed step: an interruption while the next
+        micro-batches are being read must not skip them on resume."""
+        self._position = (self.epoch, self.batch_in_epoch, dict(self.skipped))
+
     def _state(self) -> dict:
+        epoch, batch_in_epoch, skipped = self._position
         return {
             "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
             "samples_seen": self.samples_seen,
-            "skipped": dict(self.skipped),
+            "skipped": skipped,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
@@ -159,7 +167,7 @@ class Trainer:
         r, acc = self.recipe, self.accelerator
         n_params = sum(p.numel() for p in self.unwrapped.parameters())
         n_train = sum(p.numel() for p in self.unwrapped.parameters() if p.requires_grad)
-        per_step = r.data.batch_size * acc.num_processes
+        per_step = r.data.batch_size * acc.num_processes * r.train.accumulation_steps
         return "\n".join(
             [
                 f"mmcl run {r.name!r} -> {self.run_dir}",
@@ -168,7 +176,7 @@ class Trainer:
                 f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
                 f"  data: {len(self.dataset)} pairs from {r.data.train}",
                 f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
-                f"= {per_step} samples per step",
+                f"x {r.train.accumulation_steps} accumulated (GradCache) = {per_step} samples per step",
                 f"  steps: {r.train.steps} (~{r.train.steps * per_step / len(self.dataset):.1f} epochs), "
                 f"loss {r.loss.name}",
                 f"  device: {acc.device} ({acc.distributed_type.value}), precision {r.train.precision}",
@@ -176,17 +184,25 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------------------------------------
-    def _train_step(self, batch: dict) -> float | None:
-        """One optimizer step; returns the loss, or None when the step was skipped (non-finite)."""
+    def _train_step(self, batches: list[dict]) -> float | None:
+        """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with
+        GradCache. Returns the loss, or None when the step was skipped (non-finite loss)."""
         acc = self.accelerator
-        with acc.autocast():
-            out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
-            loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
-        finite = torch.isfinite(loss.detach()).float()
-        if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        acc.backward(loss)
+        if len(batches) == 1:
+            batch = batches[0]
+            with acc.autocast():
+                out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+                loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
+            finite = torch.isfinite(loss.detach()).float()
+            if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            acc.backward(loss)
+        else:
+            loss = grad_cache_backward(self.model, self.loss_fn, batches, acc)
+            if loss is None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
         if self.recipe.train.grad_clip is not None:
             acc.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
         self.optimizer.step()
@@ -194,6 +210,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.unwrapped.clamp_logit_scale()
         return loss.item()
+
+    def _micro_batches(self):
+        """Batches across epoch boundaries, from the saved data position onwards. Batches with
+        fewer than 2 usable samples are dropped (their skipped samples are still counted)."""
+        while True:
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            self.dataset.set_epoch(self.epoch)
+            for batch in self.loader:
+                self.batch_in_epoch += 1
+                self.skipped.update(batch["skipped"])
+                if batch["size"] >= 2:
+                    yield {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def run_eval(self) -> list[dict]:
         r = self.recipe
@@ -239,54 +268,46 @@ class Trainer:
         bad_in_row, window_samples, window_start = 0, 0, time.perf_counter()
         self.model.train()
         try:
+            self._commit_position()
+            stream = self._micro_batches()
             while self.step < stop:
-                self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-                self.dataset.set_epoch(self.epoch)
-                for batch in self.loader:
-                    self.batch_in_epoch += 1
-                    self.skipped.update(batch["skipped"])
-                    if batch["size"] < 2:
-                        continue
-                    batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                    loss = self._train_step(batch)
-                    if loss is None:
-                        bad_in_row += 1
-                        log.warning("step %d: non-finite loss, step skipped (%d in a row)", self.step, bad_in_row)
-                        if bad_in_row >= MAX_BAD_STEPS:
-                            raise TrainingError(
-                                f"loss was non-finite for {bad_in_row} steps in a row at step "
-                                f"{self.step}; lower train.lr or check the data"
-                            )
-                        continue
-                    bad_in_row = 0
-                    self.step += 1
-                    n = batch["size"] * acc.num_processes
-                    self.samples_seen += n
-                    window_samples += n
-                    bar.update(1)
-                    if self.step % t.log_every == 0 or self.step == stop:
-                        rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                        window_samples, window_start = 0, time.perf_counter()
-                        bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:.0f}")
-                        acc.log(
-                            {
-                                "train/loss": loss,
-                                "train/lr": self.scheduler.get_last_lr()[0],
-                                "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
-                                "train/samples_per_s": rate,
-                                "train/epoch": self.epoch,
-                                **{f"data/skipped_{k}": v for k, v in self.skipped.items()},
-                            },
-                            step=self.step,
+                batches = [next(stream) for _ in range(t.accumulation_steps)]
+                loss = self._train_step(batches)
+                if loss is None:
+                    bad_in_row += 1
+                    log.warning("step %d: non-finite loss, step skipped (%d in a row)", self.step, bad_in_row)
+                    if bad_in_row >= MAX_BAD_STEPS:
+                        raise TrainingError(
+                            f"loss was non-finite for {bad_in_row} steps in a row at step "
+                            f"{self.step}; lower train.lr or check the data"
                         )
-                    if self.step % t.checkpoint_every == 0 and self.step < stop:
-                        self.save()
-                    if r.eval.every and self.step % r.eval.every == 0 and self.step < t.steps:
-                        self.run_eval()
-                    if self.step >= stop:
-                        break
-                else:
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    continue
+                bad_in_row = 0
+                self.step += 1
+                self._commit_position()
+                n = sum(b["size"] for b in batches) * acc.num_processes
+                self.samples_seen += n
+                window_samples += n
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == stop:
+                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
+                    window_samples, window_start = 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:.0f}")
+                    acc.log(
+                        {
+                            "train/loss": loss,
+                            "train/lr": self.scheduler.get_last_lr()[0],
+                            "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
+                            "train/samples_per_s": rate,
+                            "train/epoch": self.epoch,
+                            **{f"data/skipped_{k}": v for k, v in self.skipped.items()},
+                        },
+                        step=self.step,
+                    )
+                if self.step % t.checkpoint_every == 0 and self.step < stop:
+                    self.save()
+                if r.eval.every and self.step % r.eval.every == 0 and self.step < t.steps:
+                    self.run_eval()
         except KeyboardInterrupt:
             bar.close()
             path = self.save()

@@ -30,20 +30,22 @@ def weights(ckpt):
     return load_file(str(ckpt / "model.safetensors"))
 
 
-def test_stop_and_resume_equals_straight_run(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_stop_and_resume_equals_straight_run(tiny_corpus, tmp_path, accumulation):
     # 48 samples / batch 8 = 6 batches per epoch: 8 steps cross an epoch boundary after the stop.
-    straight = train(tiny_corpus, tmp_path / "a", steps=8, checkpoint_every=100)
-    first = train(tiny_corpus, tmp_path / "b", steps=8, stop_at_step=4, checkpoint_every=100)
+    kw = {"steps": 8, "accumulation_steps": accumulation}
+    straight = train(tiny_corpus, tmp_path / "a", checkpoint_every=100, **kw)
+    first = train(tiny_corpus, tmp_path / "b", stop_at_step=4, checkpoint_every=100, **kw)
     assert first.name == "step-0000004"
     # The resumed leg uses 2 dataloader workers: the data order and augmentation must not change.
-    resumed = train(tiny_corpus, tmp_path / "b", {"data.num_workers": 2}, steps=8, resume="latest")
+    resumed = train(tiny_corpus, tmp_path / "b", {"data.num_workers": 2}, resume="latest", **kw)
     assert resumed.name == "step-0000008"
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     # Without restoring state the result differs: the test can fail.
-    fresh = train(tiny_corpus, tmp_path / "c", steps=8, checkpoint_every=100, seed=1)
+    fresh = train(tiny_corpus, tmp_path / "c", checkpoint_every=100, seed=1, **kw)
     assert any(not torch.allclose(a[n], weights(fresh)[n]) for n in a)
 
 
