@@ -11,13 +11,16 @@ from mmcl.train.grad_cache import grad_cache_backward
 
 from ..conftest import MINILM, TINY_BERT, TINY_VIT, tiny_recipe_dict
 
-CAPTIONS = [f"a {c} {s} at the {p}" for c in ("red", "blue", "green") for s in ("circle", "star") for p in ("top", "left")]
+CAPTIONS = [
+    f"a {c} {s} at the {p}" for c in ("red", "blue", "green") for s in ("circle", "star") for p in ("top", "left")
+]
 
 
 def make(dropout=0.0, vision=None):
     torch.manual_seed(0)
-    text = TextConfig(config={**TINY_BERT, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout},
-                      tokenizer=MINILM)
+    text = TextConfig(
+        config={**TINY_BERT, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}, tokenizer=MINILM
+    )
     cfg = ModelConfig(vision=vision or VisionConfig(**TINY_VIT), text=text, embed_dim=8)
     model = mmcl.create_model(cfg).double()
     tok = Tokenize(load_tokenizer(text), 16)(CAPTIONS)
@@ -27,7 +30,7 @@ def make(dropout=0.0, vision=None):
 
 def split(batch, k):
     n = batch["images"].shape[0] // k
-    return [{key: v[i * n:(i + 1) * n] for key, v in batch.items()} for i in range(k)]
+    return [{key: v[i * n : (i + 1) * n] for key, v in batch.items()} for i in range(k)]
 
 
 def grads(model):
@@ -65,8 +68,9 @@ def test_dropout_is_replayed():
     micro = split(batch, 3)
     torch.manual_seed(7)
     outs = [model(b["images"], b["input_ids"], b["attention_mask"]) for b in micro]
-    loss = loss_fn(torch.cat([o.image_embeds for o in outs]), torch.cat([o.text_embeds for o in outs]),
-                   outs[0].logit_scale)
+    loss = loss_fn(
+        torch.cat([o.image_embeds for o in outs]), torch.cat([o.text_embeds for o in outs]), outs[0].logit_scale
+    )
     model.zero_grad()
     loss.backward()
     ref = grads(model)
@@ -96,8 +100,11 @@ def loss_curve(corpus, out, batch_size, accumulation):
     data = tiny_recipe_dict(corpus, out, steps=5, checkpoint_every=100, accumulation_steps=accumulation)
     data["data"]["batch_size"] = batch_size
     data["eval"]["datasets"] = []
-    data["model"]["text"]["config"] = {**data["model"]["text"]["config"], "hidden_dropout_prob": 0.0,
-                                       "attention_probs_dropout_prob": 0.0}
+    data["model"]["text"]["config"] = {
+        **data["model"]["text"]["config"],
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
     mmcl.Trainer(recipe_from_dict(data)).fit()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return [x["train/loss"] for x in lines if "train/loss" in x]
