@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._chunked import chunked_row_cross_entropy, chunked_symmetric_infonce
 from ._distributed import batch_sizes, dist_info, gather_with_grad
 from .base import register_loss
 
@@ -22,6 +23,8 @@ class InfoNCELoss(nn.Module):
 
     Args:
         label_smoothing: as in ``torch.nn.functional.cross_entropy``; 0 is plain CLIP.
+        chunk_size: compute the logits this many rows at a time, forward and backward, so the
+            (B x W*B) matrix is never held: peak extra memory O(chunk_size * W*B). None: dense.
         rank, world_size: override what ``torch.distributed`` reports (for tests).
 
     Shape:
@@ -29,8 +32,17 @@ class InfoNCELoss(nn.Module):
         Returns a scalar.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        chunk_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         super().__init__()
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}")
+        self.chunk_size = chunk_size
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if (rank is None) != (world_size is None):
@@ -56,12 +68,25 @@ class InfoNCELoss(nn.Module):
         sizes = batch_sizes(img.shape[0], world, img.device)
         all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
         scale = logit_scale.to(dtype)
+        offset = sum(sizes[:rank])
+        if self.chunk_size is not None and len(sizes) == 1:
+            # One process: both directions from one pass over one logit matrix. (A constant bias
+            # does not change a softmax cross-entropy, so the chunked paths ignore it.)
+            total = chunked_symmetric_infonce(img, txt, scale, self.chunk_size, self.label_smoothing)
+            return total / (2 * img.shape[0])
+        if self.chunk_size is not None:
+            # Several processes: local rows against all gathered columns, one direction at a time.
+            total = chunked_row_cross_entropy(img, all_txt, scale, offset, self.chunk_size, self.label_smoothing)
+            total = total + chunked_row_cross_entropy(
+                txt, all_img, scale, offset, self.chunk_size, self.label_smoothing
+            )
+            return total * len(sizes) / (2 * sum(sizes))
         logits_per_image = scale * img @ all_txt.T
         logits_per_text = scale * txt @ all_img.T
         if logit_bias is not None:
             logits_per_image = logits_per_image + logit_bias
             logits_per_text = logits_per_text + logit_bias
-        labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
+        labels = torch.arange(img.shape[0], device=img.device) + offset
         ce = lambda logits: F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)  # noqa: E731
         loss = (ce(logits_per_image) + ce(logits_per_text)) / 2
         # Weight by this rank's share so that DDP's mean over ranks is the global mean.

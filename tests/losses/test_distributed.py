@@ -27,14 +27,14 @@ def whole_batch(sizes, seed=0):
     return img, txt, torch.tensor(14.0, dtype=torch.float64)
 
 
-def worker(rank, world, port, sizes, out):
+def worker(rank, world, port, sizes, out, chunk_size=None):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     img, txt, scale = whole_batch(sizes)
     lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
     x, y = img[lo:hi].clone().requires_grad_(), txt[lo:hi].clone().requires_grad_()
     s = scale.clone().requires_grad_()
-    loss = InfoNCELoss()(x, y, s)
+    loss = InfoNCELoss(chunk_size=chunk_size)(x, y, s)
     loss.backward()
     # DDP averages parameter gradients over ranks. A tower's gradient is (this rank's feature
     # gradient) x (its rows' Jacobian), so the effective feature gradient is x.grad / W; the logit
@@ -46,11 +46,14 @@ def worker(rank, world, port, sizes, out):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("sizes", [[4, 4], [3, 5], pytest.param([2, 3, 3, 2], marks=pytest.mark.slow)])
-def test_matches_single_process_whole_batch(sizes):
+@pytest.mark.parametrize(
+    "sizes,chunk_size",
+    [([4, 4], None), ([3, 5], None), ([3, 5], 2), pytest.param([2, 3, 3, 2], None, marks=pytest.mark.slow)],
+)
+def test_matches_single_process_whole_batch(sizes, chunk_size):
     world = len(sizes)
     out = mp.Manager().dict()
-    mp.spawn(worker, args=(world, free_port(), sizes, out), nprocs=world, join=True)
+    mp.spawn(worker, args=(world, free_port(), sizes, out, chunk_size), nprocs=world, join=True)
     img, txt, scale = whole_batch(sizes)
     img.requires_grad_(), txt.requires_grad_(), scale.requires_grad_()
     ref = InfoNCELoss()(img, txt, scale)

@@ -76,3 +76,18 @@ def test_shape_mismatch_and_unknown_loss_fail_clearly():
         InfoNCELoss()(torch.zeros(3, 4), torch.zeros(2, 4), torch.tensor(1.0))
     with pytest.raises(KeyError, match="valid choices: .*infonce"):
         mmcl.create_loss("nope")
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7, 64])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_chunked_equals_dense_value_and_gradients(chunk, smoothing):
+    dense_in, chunked_in = features(13, 6, seed=3), features(13, 6, seed=3)
+    dense = InfoNCELoss(label_smoothing=smoothing)(*dense_in)
+    chunked = InfoNCELoss(label_smoothing=smoothing, chunk_size=chunk)(*chunked_in)
+    torch.testing.assert_close(chunked, dense, rtol=1e-12, atol=1e-12)
+    dense.backward()
+    chunked.backward()
+    for a, b in zip(chunked_in, dense_in):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_size"):
+        InfoNCELoss(chunk_size=0)
