@@ -44,10 +44,10 @@ def _rss_kb(field: str = "VmRSS") -> int:
 
 
 def child(case: str, batch: int, dim: int, repeats: int, budget_gb: float) -> dict:
+    import open_clip  # noqa: F401
     import torch
 
     import mmcl  # noqa: F401
-    import open_clip  # noqa: F401
 
     if "siglip" in case and "siglip" not in mmcl.list_losses():
         return {"status": "unavailable"}
