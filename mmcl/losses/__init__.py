@@ -1,6 +1,25 @@
 """Contrastive losses, registered by name. Importing this package registers all of them."""
 
 from .base import LOSSES, create_loss, list_losses, register_loss
+from .dcl import DCLLoss, DCLWLoss
+from .hcl import HCLLoss
 from .infonce import InfoNCELoss
+from .ntxent import NTXentLoss
+from .siglip import SigLipLoss
+from .supcon import SupConLoss
+from .triplet import TripletLoss
 
-__all__ = ["LOSSES", "InfoNCELoss", "create_loss", "list_losses", "register_loss"]
+__all__ = [
+    "LOSSES",
+    "DCLLoss",
+    "DCLWLoss",
+    "HCLLoss",
+    "InfoNCELoss",
+    "NTXentLoss",
+    "SigLipLoss",
+    "SupConLoss",
+    "TripletLoss",
+    "create_loss",
+    "list_losses",
+    "register_loss",
+]

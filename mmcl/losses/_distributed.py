@@ -43,3 +43,38 @@ def gather_with_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     padded = torch.nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) if x.shape[0] < longest else x
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+
+def gather_no_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Concatenate ``x`` (labels, indices: anything that needs no gradient) from every rank."""
+    if len(sizes) == 1:
+        return x
+    longest = max(sizes)
+    if x.shape[0] < longest:
+        x = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))], dim=0)
+    parts = [torch.empty_like(x) for _ in sizes]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+
+def two_view_layout(
+    z0: torch.Tensor, z1: torch.Tensor, rank: int, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Anchors, columns and indices for the two-view (SimCLR-style) losses under data parallelism.
+
+    The global batch of ``n = sum(sizes)`` samples has ``2n`` views laid out as ``[all z0; all z1]``.
+    This rank's anchors are its rows of both views, ``[z0; z1]`` (2B, D); the columns are all 2n
+    gathered views (with gradient). ``self_idx[a]`` is the column of anchor ``a`` itself and
+    ``pos_idx[a]`` the column of its other view.
+
+    Returns:
+        anchors (2B, D), columns (2n, D), self_idx (2B,), pos_idx (2B,), sizes (per-rank batch sizes).
+    """
+    sizes = batch_sizes(z0.shape[0], world_size, z0.device)
+    n, offset = sum(sizes), sum(sizes[:rank])
+    columns = torch.cat([gather_with_grad(z0, sizes), gather_with_grad(z1, sizes)], dim=0)
+    anchors = torch.cat([z0, z1], dim=0)
+    local = torch.arange(z0.shape[0], device=z0.device) + offset
+    self_idx = torch.cat([local, local + n])
+    pos_idx = torch.cat([local + n, local])
+    return anchors, columns, self_idx, pos_idx, sizes

@@ -32,6 +32,8 @@ class InfoNCELoss(nn.Module):
         Returns a scalar.
     """
 
+    pairing = "cross_modal"  # called as loss(image_features, text_features, logit_scale, logit_bias)
+
     def __init__(
         self,
         label_smoothing: float = 0.0,
