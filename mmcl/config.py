@@ -91,6 +91,7 @@ class ModelConfig:
     head: Literal["linear", "mlp"] = "linear"
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
+    logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: no bias
 
 
 @dataclass
@@ -374,7 +375,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 def validate(recipe: Recipe) -> None:
-    from .losses import create_loss, list_losses
+    from .losses import LOSSES, create_loss, list_losses
 
     d, m, t, lo = recipe.data, recipe.model, recipe.train, recipe.loss
     _check(d.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {d.batch_size}")
@@ -405,9 +406,20 @@ def validate(recipe: Recipe) -> None:
     _check_text(m.text)
     _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
     try:
-        create_loss(lo.name, **lo.kwargs)
+        loss = create_loss(lo.name, **lo.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}") from None
+    if getattr(loss, "pairing", "cross_modal") != "cross_modal":
+        cross = [n for n in list_losses() if getattr(LOSSES.get(n), "pairing", "") == "cross_modal"]
+        raise ConfigError(
+            f"loss.name: {lo.name!r} is a two-view loss for image-image training; image-text training needs "
+            f"one of: {', '.join(cross)}"
+        )
+    if getattr(loss, "needs_bias", False) and m.logit_bias_init is None:
+        raise ConfigError(
+            f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "
+            "with model.logit_scale_init: 10)"
+        )
 
     _check(t.steps > 0, f"train.steps must be > 0, got {t.steps}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")

@@ -39,7 +39,10 @@ BAD = [
     (lambda d: d["train"].update(steps="many"), "train.steps: expected an integer, got 'many'"),
     (lambda d: d["train"].update(lr="fast"), "train.lr: expected a number"),
     (lambda d: d["train"].update(precision="fp8"), "valid choices: fp32, bf16, fp16"),
-    (lambda d: d["loss"].update(name="clip"), "unknown loss 'clip'; valid choices: infonce"),
+    (
+        lambda d: d["loss"].update(name="clip"),
+        "unknown loss 'clip'; valid choices: dcl, dclw, hcl, infonce, ntxent, siglip, supcon, triplet",
+    ),
     (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: file not found: nowhere/train.csv"),
     (lambda d: d["model"]["vision"].update(name="vit_tinyy_patch16_224"), "is not a timm model; close matches"),
     (lambda d: d["model"]["text"].update(path="/no/such/dir"), "exactly one of 'path'"),
@@ -93,3 +96,15 @@ def test_replace_swaps_a_mapping_instead_of_merging(tiny_corpus, tmp_path):
     r = load_recipe(child)
     assert r.model.vision.kwargs == {"drop_path_rate": 0.1}  # the base's ViT kwargs are gone
     assert r.model.text.max_length == 24  # everything else still inherited
+
+
+def test_loss_must_fit_image_text_training(tiny_corpus, tmp_path):
+    data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
+    data["loss"] = {"name": "ntxent"}
+    with pytest.raises(ConfigError, match="'ntxent' is a two-view loss .* one of: infonce, siglip, triplet"):
+        load_recipe(write(tmp_path, data))
+    data["loss"] = {"name": "siglip"}
+    with pytest.raises(ConfigError, match="needs a learnable logit bias: set model.logit_bias_init"):
+        load_recipe(write(tmp_path, data))
+    data["model"]["logit_bias_init"] = -10.0
+    assert load_recipe(write(tmp_path, data)).loss.name == "siglip"

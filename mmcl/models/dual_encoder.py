@@ -35,6 +35,7 @@ class DualEncoder(nn.Module):
 
     The logit scale is stored as its log, initialised at ``log(cfg.logit_scale_init)`` and
     clamped to ``[0, log(cfg.logit_scale_max)]`` by :meth:`clamp_logit_scale` after each step.
+    With ``cfg.logit_bias_init`` set, a learnable logit bias is added (sigmoid losses need it).
     """
 
     def __init__(self, cfg: ModelConfig, vision: TimmVisionTower, text: HFTextTower):
@@ -45,6 +46,9 @@ class DualEncoder(nn.Module):
         self.image_proj = projection_head(vision.num_features, cfg.embed_dim, cfg.head)
         self.text_proj = projection_head(text.num_features, cfg.embed_dim, cfg.head)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
+        self.logit_bias = (
+            None if cfg.logit_bias_init is None else nn.Parameter(torch.tensor(float(cfg.logit_bias_init)))
+        )
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = self.image_proj(self.vision(images))
@@ -61,6 +65,7 @@ class DualEncoder(nn.Module):
             image_embeds=self.encode_image(images),
             text_embeds=self.encode_text(input_ids, attention_mask),
             logit_scale=self.logit_scale.exp(),
+            logit_bias=self.logit_bias,
         )
 
     @torch.no_grad()
@@ -68,4 +73,4 @@ class DualEncoder(nn.Module):
         self.logit_scale.clamp_(0, math.log(self.cfg.logit_scale_max))
 
     def no_weight_decay_names(self) -> set[str]:
-        return {"logit_scale"} | {f"vision.{n}" for n in self.vision.no_weight_decay_names()}
+        return {"logit_scale", "logit_bias"} | {f"vision.{n}" for n in self.vision.no_weight_decay_names()}
