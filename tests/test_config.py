@@ -41,7 +41,7 @@ BAD = [
     (lambda d: d["train"].update(precision="fp8"), "valid choices: fp32, bf16, fp16"),
     (
         lambda d: d["loss"].update(name="clip"),
-        "unknown loss 'clip'; valid choices: dcl, dclw, hcl, infonce, ntxent, siglip, supcon, triplet",
+        "unknown loss 'clip'; valid choices: dcl, dclw, hcl, infonce, moco, ntxent, siglip, supcon, triplet",
     ),
     (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: file not found: nowhere/train.csv"),
     (lambda d: d["model"]["vision"].update(name="vit_tinyy_patch16_224"), "is not a timm model; close matches"),

@@ -4,6 +4,7 @@ from .base import LOSSES, create_loss, list_losses, register_loss
 from .dcl import DCLLoss, DCLWLoss
 from .hcl import HCLLoss
 from .infonce import InfoNCELoss
+from .moco import MoCoLoss, momentum_update
 from .ntxent import NTXentLoss
 from .siglip import SigLipLoss
 from .supcon import SupConLoss
@@ -15,11 +16,13 @@ __all__ = [
     "DCLWLoss",
     "HCLLoss",
     "InfoNCELoss",
+    "MoCoLoss",
     "NTXentLoss",
     "SigLipLoss",
     "SupConLoss",
     "TripletLoss",
     "create_loss",
     "list_losses",
+    "momentum_update",
     "register_loss",
 ]

@@ -134,6 +134,7 @@ class Trainer:
             "samples_seen": self.samples_seen,
             "skipped": skipped,
             "optimizer": self.optimizer.state_dict(),
+            "loss": self.loss_fn.state_dict(),  # e.g. a MoCo key queue
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
         }
@@ -155,6 +156,7 @@ class Trainer:
         state = load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_fn.load_state_dict(state.get("loss", {}))
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.samples_seen = state["samples_seen"]

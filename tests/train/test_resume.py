@@ -98,3 +98,20 @@ def test_non_finite_loss_stops_with_clear_error(tiny_corpus, tmp_path, lr):
         trainer.unwrapped.image_proj.weight.fill_(float("nan"))
     with pytest.raises(TrainingError, match="non-finite for 5 steps"):
         trainer.fit()
+
+
+def test_loss_state_travels_in_checkpoints(tiny_corpus, tmp_path):
+    """A stateful loss (the MoCo key queue) is saved with the step and restored on resume."""
+    from mmcl.losses import MoCoLoss
+
+    data = tiny_recipe_dict(tiny_corpus, tmp_path / "run", steps=2)
+    data["eval"]["datasets"] = []
+    trainer = mmcl.Trainer(recipe_from_dict(data))
+    trainer.loss_fn = MoCoLoss(queue_size=8)
+    trainer.loss_fn.enqueue(torch.randn(5, 4))
+    path = trainer.save()
+    again = mmcl.Trainer(recipe_from_dict(data))
+    again.loss_fn = MoCoLoss(queue_size=8)
+    again.resume(path)
+    torch.testing.assert_close(again.loss_fn.queue, trainer.loss_fn.queue)
+    assert int(again.loss_fn.queue_len) == 5
