@@ -31,6 +31,7 @@ CASES = {
     "mmcl infonce (chunked 1024)": "mmcl.create_loss('infonce', chunk_size=1024)",
     "mmcl infonce (dense)": "mmcl.create_loss('infonce')",
     "open_clip ClipLoss": "open_clip.loss.ClipLoss()",
+    "mmcl siglip (chunked 1024)": "mmcl.create_loss('siglip', chunk_size=1024)",
     "mmcl siglip (dense)": "mmcl.create_loss('siglip')",
     "open_clip SigLipLoss": "open_clip.loss.SigLipLoss()",
 }

@@ -131,3 +131,52 @@ def chunked_symmetric_infonce(
     """Sum of both directions' cross-entropies of ``scale * x @ y.T`` with diagonal targets, for
     one process. Shape: x, y (B, D), scale scalar -> scalar (divide by 2B for the mean loss)."""
     return _ChunkedSymmetricInfoNCE.apply(x, y, scale, chunk_size, label_smoothing)
+
+
+class _ChunkedSigmoid(torch.autograd.Function):
+    """Sum over all (row, column) pairs of -logsigmoid(z * (scale * q . k + bias)), z = +1 on the
+    targets (row i, column i + offset) and -1 elsewhere, computed chunk_size rows at a time."""
+
+    @staticmethod
+    def forward(ctx, q, k, scale, bias, offset: int, chunk_size: int):
+        total = q.new_zeros(())
+        for start in range(0, q.shape[0], chunk_size):
+            stop = min(start + chunk_size, q.shape[0])
+            u = torch.mm(q[start:stop], k.T).mul_(scale).add_(bias).neg_()  # z = -1 everywhere ...
+            rows = torch.arange(stop - start, device=q.device)
+            u[rows, rows + start + offset] *= -1  # ... but +1 on the targets
+            total = total - torch.nn.functional.logsigmoid(u).sum()
+            del u
+        ctx.save_for_backward(q, k, scale, bias)
+        ctx.offset, ctx.chunk_size = offset, chunk_size
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        q, k, scale, bias = ctx.saved_tensors
+        offset, chunk_size = ctx.offset, ctx.chunk_size
+        dq, dk = torch.empty_like(q), torch.zeros_like(k)
+        dscale, dbias = scale.new_zeros(()), bias.new_zeros(())
+        for start in range(0, q.shape[0], chunk_size):
+            stop = min(start + chunk_size, q.shape[0])
+            sims = q[start:stop] @ k.T
+            rows = torch.arange(stop - start, device=q.device)
+            # d/dl of -logsigmoid(z l) is -z * sigmoid(-z l); with z = -1: sigmoid(l), on targets: sigmoid(l) - 1
+            g = torch.mul(sims, scale).add_(bias).sigmoid_()
+            g[rows, rows + start + offset] -= 1
+            g *= grad_total
+            dscale += torch.dot(g.view(-1), sims.view(-1))
+            dbias += g.sum()
+            g *= scale
+            dq[start:stop] = g @ k
+            dk += g.T @ q[start:stop]
+            del sims, g
+        return dq, dk, dscale.reshape(scale.shape), dbias.reshape(bias.shape), None, None
+
+
+def chunked_sigmoid_loss(
+    q: torch.Tensor, k: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, offset: int, chunk_size: int
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss summed over all pairs of ``q`` rows and ``k`` columns, with
+    O(chunk_size x columns) memory. Shape: q (R, D), k (C, D), scale and bias scalars -> scalar."""
+    return _ChunkedSigmoid.apply(q, k, scale, bias, offset, chunk_size)

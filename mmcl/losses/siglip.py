@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_rank_world
+from ._chunked import chunked_sigmoid_loss
 from ._distributed import batch_sizes, dist_info, gather_with_grad
 from .base import register_loss
 
@@ -29,6 +30,8 @@ class SigLipLoss(nn.Module):
     Logits are computed in fp32 at least (fp64 inputs stay fp64).
 
     Args:
+        chunk_size: score this many rows at a time, forward and backward, so the (B x W*B) logit
+            matrix is never held (peak extra memory O(chunk_size * W*B)). None: dense.
         rank, world_size: override what ``torch.distributed`` reports (for tests); both or neither.
 
     Shape:
@@ -39,9 +42,12 @@ class SigLipLoss(nn.Module):
     pairing = "cross_modal"  # called as loss(image_features, text_features, logit_scale, logit_bias)
     needs_bias = True  # the model must carry a learnable logit bias
 
-    def __init__(self, rank: int | None = None, world_size: int | None = None):
+    def __init__(self, chunk_size: int | None = None, rank: int | None = None, world_size: int | None = None):
         super().__init__()
         check_rank_world(rank, world_size)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}")
+        self.chunk_size = chunk_size
         self._rank, self._world_size = rank, world_size
 
     def forward(
@@ -65,6 +71,9 @@ class SigLipLoss(nn.Module):
         all_txt = gather_with_grad(txt, sizes)
         scale = torch.as_tensor(logit_scale, device=img.device).to(dtype)  # a float is accepted too
         bias = torch.as_tensor(logit_bias, device=img.device).to(dtype)
+        if self.chunk_size is not None:
+            total = chunked_sigmoid_loss(img, all_txt, scale, bias, sum(sizes[:rank]), self.chunk_size)
+            return total * (len(sizes) / sum(sizes))
         logits = scale * img @ all_txt.T + bias
         rows = torch.arange(img.shape[0], device=img.device)
         signs = -torch.ones_like(logits)

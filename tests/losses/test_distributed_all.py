@@ -23,6 +23,7 @@ CASES = {
     "infonce-smooth": ("infonce", {"label_smoothing": 0.1}, "pair"),
     "infonce-chunked": ("infonce", {"chunk_size": 3, "label_smoothing": 0.1}, "pair"),
     "siglip": ("siglip", {}, "pair"),
+    "siglip-chunked": ("siglip", {"chunk_size": 2}, "pair"),
     "triplet": ("triplet", {}, "pair"),
     "ntxent": ("ntxent", {}, "views"),
     "ntxent-t0.1": ("ntxent", {"temperature": 0.1}, "views"),

@@ -85,3 +85,26 @@ def test_fp16_features_give_fp32_finite_loss():
 def test_python_float_scale_and_bias_are_accepted():
     img, txt, scale, bias = features(5, 4)
     torch.testing.assert_close(SigLipLoss()(img, txt, 10.0, -10.0), SigLipLoss()(img, txt, scale, bias))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+def test_chunked_equals_dense_value_and_gradients(chunk):
+    from mmcl.losses import SigLipLoss
+
+    def leaves(seed=5):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.nn.functional.normalize(torch.randn(11, 7, generator=g, dtype=torch.float64), dim=-1)
+        y = torch.nn.functional.normalize(torch.randn(11, 7, generator=g, dtype=torch.float64), dim=-1)
+        scale, bias = torch.tensor(10.0, dtype=torch.float64), torch.tensor(-10.0, dtype=torch.float64)
+        return [t.requires_grad_() for t in (x, y, scale, bias)]
+
+    dense_in, chunked_in = leaves(), leaves()
+    dense = SigLipLoss()(*dense_in)
+    chunked = SigLipLoss(chunk_size=chunk)(*chunked_in)
+    torch.testing.assert_close(chunked, dense, rtol=1e-12, atol=1e-12)
+    dense.backward()
+    chunked.backward()
+    for a, b in zip(chunked_in, dense_in):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="chunk_size"):
+        SigLipLoss(chunk_size=0)
