@@ -103,12 +103,13 @@ def worker(rank, world, port, sizes, result):
     dist.destroy_process_group()
 
 
-def test_two_processes_equal_one_process_whole_batch():
-    sizes = [3, 5]
+@pytest.mark.parametrize("sizes", [[3, 5], pytest.param([2, 3, 1, 2], marks=pytest.mark.slow)])
+def test_processes_equal_one_process_whole_batch(sizes):
+    world = len(sizes)
     result = mp.Manager().dict()
-    mp.spawn(worker, args=(2, free_port(), sizes, result), nprocs=2, join=True)
-    ref_steps, ref_queue = two_steps([8], 0, 1)
-    for rank in range(2):
+    mp.spawn(worker, args=(world, free_port(), sizes, result), nprocs=world, join=True)
+    ref_steps, ref_queue = two_steps([sum(sizes)], 0, 1)
+    for rank in range(world):
         lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
         r = result[rank]
         torch.testing.assert_close(r["queue"], ref_queue)
