@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from ._checks import check_two_views
+
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """(rank, world_size): explicit values win; else torch.distributed when initialised; else (0, 1)."""
@@ -78,3 +80,17 @@ def two_view_layout(
     self_idx = torch.cat([local, local + n])
     pos_idx = torch.cat([local + n, local])
     return anchors, columns, self_idx, pos_idx, sizes
+
+
+def two_view_inputs(
+    z0: torch.Tensor, z1: torch.Tensor, normalize: bool, rank: int | None = None, world_size: int | None = None
+):
+    """The common start of every two-view loss: check the views, compute in fp32 at least (fp64
+    kept), optionally L2-normalise, and lay the views out across ranks (see :func:`two_view_layout`)."""
+    check_two_views(z0, z1)
+    rank, world_size = dist_info(rank, world_size)
+    dtype = torch.promote_types(z0.dtype, torch.float32)
+    z0, z1 = z0.to(dtype), z1.to(dtype)
+    if normalize:
+        z0, z1 = torch.nn.functional.normalize(z0, dim=-1), torch.nn.functional.normalize(z1, dim=-1)
+    return two_view_layout(z0, z1, rank, world_size)

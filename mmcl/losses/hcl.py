@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_positive, check_rank_world, check_two_views
-from ._distributed import dist_info, two_view_layout
+from ._checks import check_positive, check_rank_world
+from ._distributed import two_view_inputs
 from .base import register_loss
 
 
@@ -70,13 +69,9 @@ class HCLLoss(nn.Module):
         self._rank, self._world_size = rank, world_size
 
     def forward(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
-        check_two_views(z0, z1)
-        rank, world = dist_info(self._rank, self._world_size)
-        dtype = torch.promote_types(z0.dtype, torch.float32)
-        z0, z1 = z0.to(dtype), z1.to(dtype)
-        if self.normalize:
-            z0, z1 = F.normalize(z0, dim=-1), F.normalize(z1, dim=-1)
-        anchors, columns, self_idx, pos_idx, sizes = two_view_layout(z0, z1, rank, world)
+        anchors, columns, self_idx, pos_idx, sizes = two_view_inputs(
+            z0, z1, self.normalize, self._rank, self._world_size
+        )
         n = sum(sizes)
         if n < 2:
             raise ValueError("HCL needs at least two samples in the global batch (it has no negatives otherwise)")
