@@ -62,7 +62,8 @@ class Trainer:
         trackers = [JSONLTracker(self.run_dir) if name == "jsonl" else name for name in t.trackers]
         self.accelerator = Accelerator(
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[t.precision],
-            cpu=t.cpu,
+            # Accelerate only sets up multi-process CPU training (gloo) when told it runs on CPU.
+            cpu=t.cpu or not torch.cuda.is_available(),
             log_with=trackers or None,
             project_dir=str(self.run_dir),
         )
@@ -211,7 +212,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.unwrapped.clamp_logit_scale()
-        return loss.item()
+        # Each rank holds its share of the global loss; the mean over ranks is the global loss.
+        return acc.reduce(loss.detach(), reduction="mean").item()
 
     def _micro_batches(self):
         """Batches across epoch boundaries, from the saved data position onwards. Batches with
