@@ -94,3 +94,19 @@ def two_view_inputs(
     if normalize:
         z0, z1 = torch.nn.functional.normalize(z0, dim=-1), torch.nn.functional.normalize(z1, dim=-1)
     return two_view_layout(z0, z1, rank, world_size)
+
+
+def cross_modal_inputs(
+    image_features: torch.Tensor, text_features: torch.Tensor, rank: int | None = None, world_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int, list[int]]:
+    """The common start of every cross-modal loss: check shapes, compute in fp32 at least (fp64
+    kept), and find this rank and every rank's batch size. Returns (img, txt, rank, sizes)."""
+    if image_features.dim() != 2 or image_features.shape != text_features.shape:
+        raise ValueError(
+            f"image and text features differ in shape: expected equal shape (B, D), got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    rank, world_size = dist_info(rank, world_size)
+    dtype = torch.promote_types(image_features.dtype, torch.float32)
+    img, txt = image_features.to(dtype), text_features.to(dtype)
+    return img, txt, rank, batch_sizes(img.shape[0], world_size, img.device)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._chunked import chunked_row_cross_entropy, chunked_symmetric_infonce
-from ._distributed import batch_sizes, dist_info, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_with_grad
 from .base import register_loss
 
 
@@ -59,17 +59,9 @@ class InfoNCELoss(nn.Module):
         logit_scale: torch.Tensor,
         logit_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if image_features.shape != text_features.shape:
-            raise ValueError(
-                f"image and text features differ in shape: {tuple(image_features.shape)} "
-                f"vs {tuple(text_features.shape)}"
-            )
-        rank, world = dist_info(self._rank, self._world_size)
-        dtype = torch.promote_types(image_features.dtype, torch.float32)  # fp32 at least, fp64 kept
-        img, txt = image_features.to(dtype), text_features.to(dtype)
-        sizes = batch_sizes(img.shape[0], world, img.device)
+        img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
         all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
-        scale = logit_scale.to(dtype)
+        scale = logit_scale.to(img.dtype)
         offset = sum(sizes[:rank])
         if self.chunk_size is not None and len(sizes) == 1:
             # One process: both directions from one pass over one logit matrix. (A constant bias

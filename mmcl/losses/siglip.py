@@ -9,7 +9,7 @@ from torch import nn
 
 from ._checks import check_rank_world
 from ._chunked import chunked_sigmoid_loss
-from ._distributed import batch_sizes, dist_info, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_with_grad
 from .base import register_loss
 
 
@@ -59,15 +59,8 @@ class SigLipLoss(nn.Module):
     ) -> torch.Tensor:
         if logit_bias is None:
             raise ValueError("SigLIP needs logit_bias (a learnable scalar, initialised at -10); got None")
-        if image_features.dim() != 2 or image_features.shape != text_features.shape:
-            raise ValueError(
-                f"expected image and text features of equal shape (B, D), got {tuple(image_features.shape)} "
-                f"and {tuple(text_features.shape)}"
-            )
-        rank, world = dist_info(self._rank, self._world_size)
-        dtype = torch.promote_types(image_features.dtype, torch.float32)
-        img, txt = image_features.to(dtype), text_features.to(dtype)
-        sizes = batch_sizes(img.shape[0], world, img.device)
+        img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
+        dtype = img.dtype
         all_txt = gather_with_grad(txt, sizes)
         scale = torch.as_tensor(logit_scale, device=img.device).to(dtype)  # a float is accepted too
         bias = torch.as_tensor(logit_bias, device=img.device).to(dtype)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ._checks import check_rank_world
-from ._distributed import batch_sizes, dist_info, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_with_grad
 from .base import register_loss
 
 
@@ -55,15 +55,7 @@ class TripletLoss(nn.Module):
         logit_scale: torch.Tensor | None = None,
         logit_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if image_features.dim() != 2 or image_features.shape != text_features.shape:
-            raise ValueError(
-                f"expected image and text features of equal shape (B, D), got {tuple(image_features.shape)} "
-                f"and {tuple(text_features.shape)}"
-            )
-        rank, world = dist_info(self._rank, self._world_size)
-        dtype = torch.promote_types(image_features.dtype, torch.float32)
-        img, txt = image_features.to(dtype), text_features.to(dtype)
-        sizes = batch_sizes(img.shape[0], world, img.device)
+        img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
         n = sum(sizes)
         if n < 2:
             raise ValueError("the triplet loss needs at least two pairs in the global batch (no negatives otherwise)")
@@ -73,6 +65,6 @@ class TripletLoss(nn.Module):
         total = img.new_zeros(())
         for scores in (img @ all_txt.T, txt @ all_img.T):  # image anchors, then text anchors
             positive = scores[rows, cols]
-            hardest = scores.index_put((rows, cols), torch.tensor(float("-inf"), dtype=dtype, device=img.device))
+            hardest = scores.index_put((rows, cols), torch.tensor(float("-inf"), dtype=img.dtype, device=img.device))
             total = total + torch.relu(self.margin + hardest.amax(dim=1) - positive).sum()
         return total * (len(sizes) / (2 * n))
