@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_chunk_size, check_rank_world
 from ._chunked import chunked_row_cross_entropy, chunked_symmetric_infonce
 from ._distributed import cross_modal_inputs, gather_with_grad
 from .base import register_loss
@@ -42,13 +43,11 @@ class InfoNCELoss(nn.Module):
         world_size: int | None = None,
     ):
         super().__init__()
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}")
+        check_chunk_size(chunk_size)
+        check_rank_world(rank, world_size)
         self.chunk_size = chunk_size
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if (rank is None) != (world_size is None):
-            raise ValueError("give both rank and world_size, or neither")
         self.label_smoothing = label_smoothing
         self._rank, self._world_size = rank, world_size
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_rank_world
+from ._checks import check_chunk_size, check_rank_world
 from ._chunked import chunked_sigmoid_loss
 from ._distributed import cross_modal_inputs, gather_with_grad
 from .base import register_loss
@@ -45,8 +45,7 @@ class SigLipLoss(nn.Module):
     def __init__(self, chunk_size: int | None = None, rank: int | None = None, world_size: int | None = None):
         super().__init__()
         check_rank_world(rank, world_size)
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}")
+        check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
         self._rank, self._world_size = rank, world_size
 
