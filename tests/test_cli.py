@@ -23,7 +23,15 @@ def run_cli(*args, cwd=None):
     [
         ([], ["train", "eval", "data"]),
         (["train"], ["KEY=VALUE", "train.resume=latest", "train.stop_at_step", "torchrun"]),
-        (["eval"], ["--checkpoint", "results.json"]),
+        (["eval"], ["zeroshot", "retrieval", "linear-probe", "knn", "compositional", "summarize", "CLIP_benchmark"]),
+        (["eval", "run"], ["--checkpoint", "results.json"]),
+        (["eval", "zeroshot"], ["--classnames", "--templates", "imagenet1k", "--model-config", "example:"]),
+        (["eval", "retrieval"], ["--recall-k", "--caption-key", "--dataset-kind", "example:"]),
+        (["eval", "linear-probe"], ["--k-shot", "--weight-decays", "--val", "--train", "example:"]),
+        (["eval", "knn"], ["--k", "--temperature", "--train", "example:"]),
+        (["eval", "compositional"], ["--image-root", "make-compositional", "example:"]),
+        (["eval", "summarize"], ["--format", "csv", "example:"]),
+        (["data", "make-compositional"], ["swap_relation", "key column"]),
         (["data", "make-synthetic"], ["--n-train", "never seen in training"]),
     ],
 )

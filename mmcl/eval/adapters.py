@@ -1,29 +1,233 @@
-"""One protocol for every model the evaluators take: normalised ``encode_image``/``encode_text``
-plus the model's own ``preprocess``. mmcl models today; open_clip and HF CLIP adapters follow the
-same shape."""
+"""One protocol for every model the evaluators take.
+
+An adapter has ``encode_image(pixels) -> (N, D)`` and ``encode_text(list[str]) -> (N, D)``, both
+L2-normalised float32 on the CPU-or-GPU device the model lives on, plus ``preprocess`` (PIL image
+-> pixel tensor, the model's own eval transform), ``name`` and ``pretrained`` (recorded in result
+files, as CLIP_benchmark does). Three adapters cover the models users bring:
+
+- :class:`MmclAdapter`: a run folder written by ``mmcl train`` (any checkpoint in it);
+- :class:`OpenClipAdapter`: an open_clip architecture with a local weights file, or a model object;
+- :class:`HFClipAdapter`: a transformers ``CLIPModel``/``SiglipModel``/``VisionTextDualEncoderModel``
+  folder.
+
+:func:`load_adapter` picks one from a model string. Nothing is downloaded and no remote code runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 
-class MmclAdapter:
-    """Wraps a :class:`~mmcl.models.DualEncoder` with its tokenizer and eval transform."""
+MODEL_TYPES = ("auto", "mmcl", "open_clip", "hf")
 
-    def __init__(self, model, tokenize: Callable[[list[str]], dict], preprocess: Callable, device: torch.device):
-        self.model = model
-        self.tokenize = tokenize
-        self.preprocess = preprocess
-        self.device = device
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _features(output) -> torch.Tensor:
+    """transformers >= 5 returns a model output whose ``pooler_output`` is the projected embedding."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class _Adapter:
+    name: str
+    pretrained: str
+    preprocess: Callable
+    device: torch.device
+
+    def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.encode_image(images.to(self.device)).float(), dim=-1)
+        return F.normalize(self._encode_image(images.to(self.device)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self._encode_text(list(texts)).float(), dim=-1)
+
+
+class MmclAdapter(_Adapter):
+    """Wraps a :class:`~mmcl.models.DualEncoder` with its tokenizer and eval transform."""
+
+    def __init__(
+        self,
+        model,
+        tokenize: Callable[[list[str]], dict],
+        preprocess: Callable,
+        device: torch.device,
+        name: str = "mmcl",
+        pretrained: str = "",
+    ):
+        self.model = model.to(device).eval()
+        self.tokenize = tokenize
+        self.preprocess = preprocess
+        self.device = torch.device(device)
+        self.name, self.pretrained = name, pretrained
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None, device=None) -> MmclAdapter:
+        """The model of a run folder at ``checkpoint`` (default: the run's latest)."""
+        from ..data import Tokenize, image_transforms
+        from ..train import load_run
+
+        model, tokenizer, recipe, ckpt = load_run(run_dir, checkpoint)
+        _, eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)
+        adapter = cls(
+            model,
+            Tokenize(tokenizer, recipe.model.text.max_length),
+            eval_tf,
+            device or default_device(),
+            name=recipe.name,
+            pretrained=Path(ckpt).name,
+        )
+        adapter.recipe, adapter.checkpoint = recipe, Path(ckpt)
+        return adapter
+
+    def _encode_image(self, images):
+        return self.model.encode_image(images)
+
+    def _encode_text(self, texts):
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
-        return F.normalize(self.model.encode_text(**batch).float(), dim=-1)
+        return self.model.encode_text(**batch)
+
+
+class OpenClipAdapter(_Adapter):
+    """An open_clip model: ``from_name("ViT-B-32", pretrained="weights.pt")`` or a model object."""
+
+    def __init__(self, model, preprocess: Callable, tokenizer: Callable, device=None, name="", pretrained=""):
+        self.device = torch.device(device or default_device())
+        self.model = model.to(self.device).eval()
+        self.preprocess, self.tokenizer = preprocess, tokenizer
+        self.name, self.pretrained = name, pretrained
+
+    @classmethod
+    def from_name(
+        cls, name: str, pretrained: str | None = None, model_config: str | None = None, device=None
+    ) -> OpenClipAdapter:
+        """Build ``name`` offline. ``pretrained`` is a local checkpoint (.pt/.bin/.safetensors, loaded
+        with ``weights_only``); ``model_config`` a model-config JSON registered under its file stem."""
+        import open_clip
+
+        if model_config is not None:
+            open_clip.add_model_config(model_config)
+            name = name or Path(model_config).stem
+        if not name.startswith(("local-dir:", "hf-hub:")) and name not in open_clip.list_models():
+            raise ConfigError(
+                f"open_clip has no architecture {name!r}; use a name from open_clip.list_models() "
+                "(e.g. ViT-B-32), 'local-dir:DIR', or pass a model-config JSON"
+            )
+        if pretrained is not None and not Path(pretrained).is_file():
+            raise ConfigError(f"open_clip weights {pretrained!r} not found (a local .pt/.bin/.safetensors file)")
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
+        return cls(model, preprocess, open_clip.get_tokenizer(name), device, name=name, pretrained=pretrained or "")
+
+    def _encode_image(self, images):
+        return self.model.encode_image(images)
+
+    def _encode_text(self, texts):
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+
+class HFClipAdapter(_Adapter):
+    """A transformers CLIP-style model folder (``get_image_features``/``get_text_features``)."""
+
+    SUPPORTED = ("clip", "siglip", "siglip2", "vision-text-dual-encoder", "chinese_clip", "altclip")
+
+    def __init__(self, model, tokenizer, image_processor, device=None, name="", pretrained="", max_length=None):
+        self.device = torch.device(device or default_device())
+        self.model = model.to(self.device).eval()
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.name, self.pretrained = name, pretrained
+        self.max_length = max_length
+        self.padding = "max_length" if getattr(model.config, "model_type", "").startswith("siglip") else True
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device=None) -> HFClipAdapter:
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+
+        path = Path(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        if config.model_type not in cls.SUPPORTED:
+            raise ConfigError(
+                f"{path}: model_type {config.model_type!r} is not a CLIP-style dual encoder; "
+                f"supported: {', '.join(cls.SUPPORTED)}"
+            )
+        if not (path / "preprocessor_config.json").is_file():
+            raise ConfigError(f"{path}: no preprocessor_config.json (save the image processor with the model)")
+        model = AutoModel.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
+        text_cfg = getattr(config, "text_config", None)
+        max_length = getattr(text_cfg, "max_position_embeddings", None)
+        return cls(model, tokenizer, processor, device, name=path.name, pretrained=str(path), max_length=max_length)
+
+    def preprocess(self, image) -> torch.Tensor:
+        return self.image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
+    def _encode_image(self, images):
+        return _features(self.model.get_image_features(pixel_values=images))
+
+    def _encode_text(self, texts):
+        batch = self.tokenizer(
+            texts, padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        return _features(self.model.get_text_features(**batch))
+
+
+def detect_model_type(model: str) -> str:
+    path = Path(model)
+    if (path / "recipe.yaml").is_file():
+        return "mmcl"
+    if (path / "config.json").is_file():
+        return "hf"
+    return "open_clip"
+
+
+def load_adapter(
+    model: str,
+    pretrained: str | None = None,
+    model_type: str = "auto",
+    model_config: str | None = None,
+    device=None,
+):
+    """An adapter for ``model``: an mmcl run folder, an HF model folder, or an open_clip name.
+
+    ``pretrained`` is a checkpoint folder for mmcl runs, and a weights file for open_clip.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"unknown model type {model_type!r}; choose one of: {', '.join(MODEL_TYPES)}")
+    kind = detect_model_type(model) if model_type == "auto" and model_config is None else model_type
+    if model_config is not None and model_type == "auto":
+        kind = "open_clip"
+    if kind == "mmcl":
+        if not (Path(model) / "recipe.yaml").is_file():
+            raise ConfigError(f"{model}: not an mmcl run folder (no recipe.yaml)")
+        return MmclAdapter.from_run(model, pretrained, device)
+    if kind == "hf":
+        if pretrained is not None:
+            raise ConfigError("--pretrained is for mmcl checkpoints and open_clip weights; an HF folder holds its own")
+        return HFClipAdapter.from_dir(model, device)
+    if Path(model).is_dir() and not (Path(model) / "open_clip_config.json").is_file():
+        found = ", ".join(sorted(p.name for p in Path(model).iterdir())[:10])
+        raise ConfigError(
+            f"{model}: a folder, but neither an mmcl run (recipe.yaml), an HF model (config.json) "
+            f"nor an open_clip folder (open_clip_config.json); it holds: {found}"
+        )
+    name = f"local-dir:{model}" if Path(model).is_dir() else model
+    return OpenClipAdapter.from_name(name, pretrained, model_config, device)
+
+
+def describe(adapter) -> dict:
+    """The model fields of a CLIP_benchmark result record."""
+    return {"model": adapter.name, "pretrained": str(adapter.pretrained)}

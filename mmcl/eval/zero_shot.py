@@ -31,3 +31,40 @@ def zero_shot_metrics(image_features: torch.Tensor, labels: torch.Tensor, classi
     out = classification_metrics(logits, labels[keep])
     out["num_items"] = int(keep.sum())
     return out
+
+
+def evaluate_zeroshot(
+    adapter,
+    data,
+    classnames: str | list[str] | None = None,
+    templates: str | list[str] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Zero-shot classification of ``data`` (an :class:`~mmcl.eval.datasets.EvalDataset`).
+
+    Class names and templates default to the dataset's own (``classnames.txt``, folder names,
+    ``ClassLabel`` names, ...); either may be a list, a file, or a shipped benchmark name such as
+    ``imagenet1k`` or ``cifar10``. Templates fall back to ImageNet's 80 CLIP prompts, as in
+    CLIP_benchmark.
+    """
+    from ..errors import ConfigError
+    from .datasets import resolve_list
+    from .encode import encode_dataset
+
+    names = classnames if isinstance(classnames, list) else resolve_list(classnames, "classnames", data.classnames)
+    prompts = templates if isinstance(templates, list) else resolve_list(templates, "templates", data.templates)
+    if names is None:
+        raise ConfigError(f"{data.name}: no class names; pass --classnames FILE or a benchmark name")
+    prompts = prompts or resolve_list("imagenet1k", "templates", None)
+    enc = encode_dataset(adapter, data, batch_size, num_workers, texts=False, progress=progress)
+    if int(enc.labels.max()) >= len(names):
+        raise ConfigError(f"{data.name}: label {int(enc.labels.max())} but only {len(names)} class names")
+    metrics = zero_shot_metrics(
+        enc.image_features, enc.labels, zero_shot_classifier(adapter, names, prompts, batch_size)
+    )
+    metrics["num_classes"], metrics["num_templates"] = len(names), len(prompts)
+    if enc.skipped:
+        metrics["skipped"] = enc.skipped
+    return metrics

@@ -1,0 +1,207 @@
+"""Compositional evaluation: does the model prefer the true caption over minimally changed ones?
+
+Each item is an image, its true caption and one or more hard-negative captions (SugarCrepe's
+shape). An item is correct when the true caption scores strictly higher than every negative; the
+metric is the accuracy, overall (``acc``) and per item type (``acc/<type>``).
+
+Files are JSON (a list), JSONL or CSV with an image column (``filepath`` or ``image``), a caption
+column (``caption``, ``positive`` or ``title``), negatives (``negatives``: a list, or in CSV a
+``|``-separated string, or any columns whose names start with ``negative``) and an optional
+``type``. :func:`shapes_compositional_items` writes such a file for the generated shapes corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+from ..data.csv_jsonl import read_table
+from ..errors import ConfigError
+from .datasets import EvalDataset, _open_image, _Source
+from .encode import encode_dataset
+
+
+class _PathImages(_Source, torch.utils.data.Dataset):
+    def __init__(self, root: Path, paths: list[str]):
+        self.root, self.paths = root, paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.root / self.paths[i]
+        if not path.is_file():
+            return None, "missing_image"
+        return self._item(_open_image(path), [], i)
+
+
+def read_items(path: str | Path) -> list[dict]:
+    """Items ``{"image", "caption", "negatives", "type"}`` from a JSON/JSONL/CSV file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"compositional file {str(path)!r} not found")
+    rows = (
+        json.loads(path.read_text())
+        if path.suffix == ".json"
+        else read_table(path, "\t" if path.suffix == ".tsv" else ",")
+    )
+    if not rows:
+        raise ConfigError(f"{path}: no items")
+    columns = list(rows[0])
+
+    def pick(options):
+        found = next((c for c in options if c in columns), None)
+        if found is None:
+            raise ConfigError(f"{path}: needs one of the columns {', '.join(options)}; available: {', '.join(columns)}")
+        return found
+
+    image_col, caption_col = pick(("filepath", "image")), pick(("caption", "positive", "title"))
+    neg_cols = [c for c in columns if c.startswith("negative")]
+    if not neg_cols:
+        raise ConfigError(f"{path}: no negatives column (negatives, or negative_*); available: {', '.join(columns)}")
+    items = []
+    for r in rows:
+        negs = []
+        for c in neg_cols:
+            v = r.get(c)
+            if isinstance(v, list):
+                negs.extend(v)
+            elif v:
+                negs.extend(v.split("|") if c == "negatives" else [v])
+        negs = [n.strip() for n in negs if n and n.strip()]
+        if negs and str(r[caption_col]).strip():
+            items.append(
+                {
+                    "image": str(r[image_col]),
+                    "caption": str(r[caption_col]).strip(),
+                    "negatives": negs,
+                    "type": str(r.get("type") or "all"),
+                }
+            )
+    return items
+
+
+def compositional_accuracy(image_features, caption_features, negative_features, negative_owner, types) -> dict:
+    """Accuracy from features: item i is right when its caption outscores all its negatives.
+
+    Args:
+        image_features: (N, D) the image of each item; caption_features: (N, D);
+        negative_features: (M, D); negative_owner: (M,) item index of each negative; types: N names.
+    """
+    pos = (image_features * caption_features).sum(1)
+    neg = (image_features[negative_owner] * negative_features).sum(1)
+    best_neg = torch.full_like(pos, -float("inf")).scatter_reduce(0, negative_owner, neg, reduce="amax")
+    correct = (pos > best_neg).tolist()
+    out = {"acc": sum(correct) / len(correct), "num_items": len(correct)}
+    by_type = defaultdict(list)
+    for t, c in zip(types, correct):
+        by_type[t].append(c)
+    if len(by_type) > 1:
+        out.update({f"acc/{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+    return out
+
+
+def evaluate_compositional(adapter, path, image_root=None, batch_size=64, num_workers=0, progress=True) -> dict:
+    """Compositional accuracy of ``adapter`` on the items of ``path`` (see the module docstring)."""
+    items = read_items(path)
+    root = Path(image_root) if image_root else Path(path).parent
+    paths = sorted({it["image"] for it in items})
+    data = EvalDataset(Path(path).stem, "compositional", _PathImages(root, paths))
+    enc = encode_dataset(adapter, data, batch_size, num_workers, texts=False, progress=progress)
+    row_of = {paths[int(i)]: n for n, i in enumerate(enc.labels)}
+    items = [it for it in items if it["image"] in row_of]
+    captions = [it["caption"] for it in items]
+    negatives = [n for it in items for n in it["negatives"]]
+    owner = torch.tensor([i for i, it in enumerate(items) for _ in it["negatives"]])
+
+    def texts(strings):
+        return torch.cat(
+            [adapter.encode_text(strings[s : s + batch_size]).cpu() for s in range(0, len(strings), batch_size)]
+        )
+
+    image_features = enc.image_features[[row_of[it["image"]] for it in items]]
+    metrics = compositional_accuracy(
+        image_features, texts(captions), texts(negatives), owner, [it["type"] for it in items]
+    )
+    if enc.skipped:
+        metrics["skipped"] = enc.skipped
+    return metrics
+
+
+def _parse_key(key: str) -> tuple[list[dict], str, str | None]:
+    """Objects, position phrase and relation from a shapes-corpus ``key``."""
+    parts = key.split("|")
+
+    def obj(desc):
+        size, colour, shape = desc.split(" ")
+        return {"size": size, "colour": colour, "shape": shape}
+
+    if len(parts) == 2:
+        return [obj(parts[0])], parts[1], None
+    return [obj(parts[0]), obj(parts[3])], parts[1], parts[2]
+
+
+def _caption(objects: list[dict], at: str, rel: str | None) -> str:
+    d = [f"{o['size']} {o['colour']} {o['shape']}" for o in objects]
+    return f"a {d[0]} {at}" if rel is None else f"a {d[0]} {at}, {rel} a {d[1]}"
+
+
+def shapes_compositional_items(csv_path: str | Path, out_path: str | Path, seed: int = 0) -> Counter:
+    """Write compositional items for a shapes-corpus split (``mmcl data make-synthetic``).
+
+    Every item's true caption is rendered canonically from the scene's key, and each negative
+    changes exactly one thing: ``replace_colour`` / ``replace_shape`` (first object), and for
+    two-object scenes ``swap_colours`` (the objects exchange colours) and ``swap_relation`` (the
+    relation is inverted). Returns the number of items per type.
+    """
+    from ..data.synthetic import COLOURS, INVERSE, SHAPES
+
+    rng = random.Random(seed)
+    out_path = Path(out_path)
+    # Image paths in the output are relative to the output file's folder.
+    image_dir = os.path.relpath(Path(csv_path).resolve().parent, out_path.resolve().parent)
+    rows = read_table(csv_path)
+    if rows and "key" not in rows[0]:
+        raise ConfigError(f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV")
+    out, counts = [], Counter()
+    for r in rows:
+        objects, at, rel = _parse_key(r["key"])
+        true = _caption(objects, at, rel)
+        variants = {}
+        first = objects[0]
+        colour = rng.choice([c for c in COLOURS if c != first["colour"]])
+        variants["replace_colour"] = _caption([{**first, "colour": colour}, *objects[1:]], at, rel)
+        shape = rng.choice([s for s in SHAPES if s != first["shape"]])
+        variants["replace_shape"] = _caption([{**first, "shape": shape}, *objects[1:]], at, rel)
+        if rel is not None:
+            a, b = objects
+            if a["colour"] != b["colour"]:
+                variants["swap_colours"] = _caption(
+                    [{**a, "colour": b["colour"]}, {**b, "colour": a["colour"]}], at, rel
+                )
+            variants["swap_relation"] = _caption(objects, at, INVERSE[rel])
+        for kind, negative in variants.items():
+            out.append(
+                {
+                    "filepath": os.path.normpath(os.path.join(image_dir, r["filepath"])),
+                    "caption": true,
+                    "negatives": [negative],
+                    "type": kind,
+                }
+            )
+            counts[kind] += 1
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.suffix == ".csv":
+        with open(out_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["filepath", "caption", "negatives", "type"])
+            w.writeheader()
+            w.writerows({**o, "negatives": "|".join(o["negatives"])} for o in out)
+    else:
+        out_path.write_text("".join(json.dumps(o) + "\n" for o in out))
+    return counts
