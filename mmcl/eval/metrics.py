@@ -39,14 +39,14 @@ def retrieval_ranks(
     text_chunk: int | None = None,
     image_chunk: int | None = None,
     progress: bool = False,
+    tie_tol: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of the correct item in both directions, from one streamed pass over the scores.
 
     The (text x image) score matrix is computed tile by tile and never held whole: each tile
     updates both directions at once, so the cost is one matrix multiply plus two comparisons per
-    score. Positive pairs are excluded inside each tile, so an item is ranked only against
-    candidates that are not its own matches; a candidate with exactly the positive's score does not
-    count against it (ties go to the query).
+    score. A candidate outranks the positive only when it scores more than ``tie_tol`` above it:
+    ties, and differences within floating-point rounding, go to the query.
 
     Tiles default to 256 captions x 4096 images on CPU (the scores stay in cache, so the two
     comparisons cost about a quarter of the multiply; see ``evaluation/bench_retrieval.py``) and
@@ -54,8 +54,8 @@ def retrieval_ranks(
 
     Returns:
         t2i: (N_txt,) number of images scoring strictly higher than the caption's own image;
-        i2t: (N_img,) number of non-matching captions scoring strictly higher than the image's
-            best-scoring caption.
+        i2t: (N_img,) number of captions scoring higher than the image's best-scoring caption
+            (its other captions never do).
     """
     n_img, n_txt = image_features.shape[0], text_features.shape[0]
     device = image_features.device
@@ -68,10 +68,14 @@ def retrieval_ranks(
         raise ValueError(f"text_to_image values must index the {n_img} images")
     if n_img and (n_txt == 0 or torch.bincount(text_to_image, minlength=n_img).min() == 0):
         raise ValueError("every image needs at least one caption in text_to_image")
-    # Score of each caption with its own image, and of each image with its best caption.
+    # Score of each caption with its own image, and of each image with its best caption, raised by
+    # ``tie_tol``: tile scores come from a GEMM whose rounding differs from these dot products by
+    # ~1e-7, so a candidate must beat the positive by more than that to outrank it. The positive
+    # itself and an image's other captions therefore never count against it.
     positive = (text_features * image_features[text_to_image]).sum(dim=1)
     best = torch.full((n_img,), -float("inf"), device=device, dtype=positive.dtype)
-    best = best.scatter_reduce(0, text_to_image, positive, reduce="amax")
+    best = best.scatter_reduce(0, text_to_image, positive, reduce="amax") + tie_tol
+    positive = positive + tie_tol
     t2i = torch.zeros(n_txt, dtype=torch.int32, device=device)
     i2t = torch.zeros(n_img, dtype=torch.int32, device=device)
     scores = torch.empty(min(text_chunk, n_txt), min(image_chunk, n_img), device=device, dtype=positive.dtype)
@@ -79,16 +83,12 @@ def retrieval_ranks(
     for ts in tqdm(range(0, n_txt, text_chunk), desc="retrieval", disable=not progress, leave=False):
         texts = text_features[ts : ts + text_chunk]
         te = ts + texts.shape[0]
-        own = text_to_image[ts:te]
-        rows = torch.arange(texts.shape[0], device=device)
         for is_ in range(0, n_img, image_chunk):
             images = image_features[is_ : is_ + image_chunk]
             ie = is_ + images.shape[0]
             # Preallocated buffers and uint8 sums: the comparisons are memory-bound, the GEMM is not.
             tile = torch.mm(texts, images.T, out=scores[: texts.shape[0], : images.shape[0]])
             mask = above[: texts.shape[0], : images.shape[0]]
-            inside = (own >= is_) & (own < ie)
-            tile[rows[inside], own[inside] - is_] = -float("inf")
             t2i[ts:te] += torch.gt(tile, positive[ts:te, None], out=mask).view(torch.uint8).sum(1, dtype=torch.int32)
             i2t[is_:ie] += torch.gt(tile, best[None, is_:ie], out=mask).view(torch.uint8).sum(0, dtype=torch.int32)
     return t2i.long().cpu(), i2t.long().cpu()

@@ -132,3 +132,42 @@ def test_attribute_recall_and_duplicates():
     m = attribute_recall_at_1(img, txt, keys, keys)
     assert m["image_retrieval_attribute_recall@1"] == 1.0  # a wrong image with the same key counts
     assert duplicate_fraction(keys) == pytest.approx(2 / 3)
+
+
+def _brute_force_ranks(img, txt, t2i):
+    """Ranks from the whole score matrix in float64, ties going to the query."""
+    scores = txt.double() @ img.double().T
+    own = torch.zeros_like(scores, dtype=torch.bool)
+    own[torch.arange(len(t2i)), t2i] = True
+    pos = scores[own]
+    t2i_rank = (scores > pos[:, None] + 1e-9).sum(1)
+    best = torch.where(own, scores, -float("inf")).max(0).values
+    i2t_rank = (scores > best[None] + 1e-9).sum(0)
+    return t2i_rank, i2t_rank
+
+
+@pytest.mark.parametrize("text_chunk,image_chunk", [(1, 1), (7, 5), (64, 3), (1000, 1000)])
+def test_streamed_ranks_equal_the_full_matrix_for_any_tiling(text_chunk, image_chunk):
+    from mmcl.eval.metrics import retrieval_ranks
+
+    g = torch.Generator().manual_seed(7)
+    n_img, d = 37, 6
+    t2i = torch.cat([torch.arange(n_img), torch.randint(0, n_img, (50,), generator=g)])
+    # Small integer features: scores are exact in float32, with many exact ties, which must go to
+    # the query in both directions.
+    img = torch.randint(-3, 4, (n_img, d), generator=g).float()
+    txt = img[t2i] + torch.randint(-2, 3, (len(t2i), d), generator=g).float()
+    ours = retrieval_ranks(img, txt, t2i, text_chunk, image_chunk)
+    expected = _brute_force_ranks(img, txt, t2i)
+    assert torch.equal(ours[0], expected[0]) and torch.equal(ours[1], expected[1])
+    assert 0 < int((ours[0] > 0).sum()) < len(t2i)
+
+
+def test_retrieval_rejects_bad_index():
+    img, txt = random_unit(3, 4, 0), random_unit(3, 4, 1)
+    with pytest.raises(ValueError, match="at least one caption"):
+        retrieval_metrics(img, txt, torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="must index the 3 images"):
+        retrieval_metrics(img, txt, torch.tensor([0, 1, 3]))
+    with pytest.raises(ValueError, match="expected"):
+        retrieval_metrics(img, txt, torch.tensor([0, 1]))
