@@ -129,7 +129,9 @@ class TrainConfig:
 class EvalDatasetConfig:
     name: str = "eval"
     path: str = ""  # CSV/TSV/JSONL with images and captions
-    tasks: list[Literal["zeroshot", "retrieval"]] = field(default_factory=lambda: ["zeroshot", "retrieval"])
+    tasks: list[Literal["zeroshot", "retrieval", "knn", "linear_probe", "compositional"]] = field(
+        default_factory=lambda: ["zeroshot", "retrieval"]
+    )
     image_key: str = "filepath"
     caption_key: str = "title"
     label_key: str = "label"  # class index; rows with label < 0 are skipped by zero-shot
@@ -138,6 +140,14 @@ class EvalDatasetConfig:
     classnames: str | None = None  # text file, one class name per line
     templates: str | None = None  # text file, one prompt template per line with "{}"
     max_items: int | None = None
+    # knn / linear_probe: a labelled training set (CSV/JSONL with the same columns) for the
+    # classifier, scored on this dataset's labelled items
+    train_path: str | None = None
+    train_max_items: int | None = None
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    # compositional: an items file (image, caption, negatives[, type]); see `mmcl data make-compositional`
+    compositional: str | None = None
 
 
 @dataclass
@@ -456,7 +466,7 @@ def validate(recipe: Recipe) -> None:
         key = f"eval.datasets[{i}]"
         _check(bool(ds.path), f"{key}.path is required")
         will_exist = synth_root is not None and Path(ds.path).resolve().is_relative_to(synth_root)
-        for attr in ("path", "classnames", "templates"):
+        for attr in ("path", "classnames", "templates", "train_path", "compositional"):
             value = getattr(ds, attr)
             if value is not None and not will_exist:
                 _check(Path(value).is_file(), f"{key}.{attr}: file not found: {value}")
@@ -465,6 +475,13 @@ def validate(recipe: Recipe) -> None:
                 ds.classnames is not None and ds.templates is not None,
                 f"{key}: the zeroshot task needs classnames and templates files",
             )
+        for task in ("knn", "linear_probe"):
+            _check(task not in ds.tasks or ds.train_path is not None, f"{key}: the {task} task needs train_path")
+        _check(
+            "compositional" not in ds.tasks or ds.compositional is not None,
+            f"{key}: the compositional task needs a compositional items file (mmcl data make-compositional)",
+        )
+        _check(ds.knn_k >= 1 and ds.knn_temperature > 0, f"{key}: knn_k must be >= 1 and knn_temperature > 0")
 
 
 def _check_vision(v: VisionConfig) -> None:

@@ -12,12 +12,17 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig, EvalDatasetConfig
 from ..data.csv_jsonl import PairedImageTextDataset
+from .compositional import evaluate_compositional
+from .datasets import open_dataset
+from .encode import encode_dataset
+from .knn import knn_metrics
+from .linear_probe import linear_probe
 from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
 from .zero_shot import read_lines, zero_shot_classifier, zero_shot_metrics
 
 
 def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
-    needs_labels = "zeroshot" in ds_cfg.tasks
+    needs_labels = bool({"zeroshot", "knn", "linear_probe"} & set(ds_cfg.tasks))
     dataset = PairedImageTextDataset(
         ds_cfg.path,
         transform=adapter.preprocess,
@@ -64,6 +69,24 @@ def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progres
     return image_features, text_features, text_to_image, labels, keys, dict(skipped)
 
 
+def _probe(adapter, ds_cfg: EvalDatasetConfig, task: str, img, labels, batch_size: int, progress: bool) -> dict:
+    """kNN or linear probe: fit on ``train_path``'s labelled images, score this dataset's."""
+    train = open_dataset(
+        ds_cfg.train_path,
+        image_key=ds_cfg.image_key,
+        label_key=ds_cfg.label_key,
+        separator=ds_cfg.separator,
+        max_items=ds_cfg.train_max_items,
+        name=f"{ds_cfg.name}/train",
+    )
+    enc = encode_dataset(adapter, train, batch_size, texts=False, progress=progress)
+    keep_tr, keep_te = enc.labels >= 0, labels >= 0
+    x_tr, y_tr, x_te, y_te = enc.image_features[keep_tr], enc.labels[keep_tr], img[keep_te], labels[keep_te]
+    if task == "knn":
+        return knn_metrics(x_tr, y_tr, x_te, y_te, k=ds_cfg.knn_k, temperature=ds_cfg.knn_temperature)
+    return linear_probe(x_tr, y_tr, x_te, y_te, device=adapter.device)
+
+
 def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
     """Evaluate on every dataset in ``cfg``; one record per (dataset, task), CLIP_benchmark-shaped."""
     records = []
@@ -75,6 +98,12 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
                     adapter, read_lines(ds_cfg.classnames), read_lines(ds_cfg.templates), cfg.batch_size
                 )
                 metrics = zero_shot_metrics(img, labels, classifier)
+            elif task in ("knn", "linear_probe"):
+                metrics = _probe(adapter, ds_cfg, task, img, labels, cfg.batch_size, progress)
+            elif task == "compositional":
+                metrics = evaluate_compositional(
+                    adapter, ds_cfg.compositional, batch_size=cfg.batch_size, progress=progress
+                )
             else:
                 metrics = retrieval_metrics(img, txt, t2i)
                 metrics["num_images"], metrics["num_texts"] = img.shape[0], txt.shape[0]
@@ -89,6 +118,9 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
 
 HEADLINE = {
     "zeroshot": ["acc1", "acc5", "mean_per_class_recall"],
+    "knn": ["acc1", "mean_per_class_recall"],
+    "linear_probe": ["acc1", "mean_per_class_recall"],
+    "compositional": ["acc"],
     "retrieval": [
         "image_retrieval_recall@1",
         "text_retrieval_recall@1",

@@ -84,3 +84,48 @@ def test_eval_errors_are_one_line(run, tiny_corpus, tmp_path, capsys):
     )
     assert "available columns: filepath, title, label, key" in capsys.readouterr().err
     assert main(["eval", "summarize", str(tmp_path)]) == 2
+
+
+def test_recipe_evaluators_knn_linear_probe_compositional(run, tiny_corpus, tmp_path):
+    from mmcl.config import EvalConfig, EvalDatasetConfig
+    from mmcl.eval import MmclAdapter, evaluate, evaluate_knn, open_dataset
+
+    comp = tmp_path / "comp.jsonl"
+    assert main(["data", "make-compositional", str(tiny_corpus / "test.csv"), str(comp)]) == 0
+    cfg = EvalConfig(
+        batch_size=8,
+        datasets=[
+            EvalDatasetConfig(
+                name="test",
+                path=str(tiny_corpus / "test.csv"),
+                tasks=["knn", "linear_probe", "compositional"],
+                train_path=str(tiny_corpus / "train.csv"),
+                knn_k=3,
+                compositional=str(comp),
+            )
+        ],
+    )
+    adapter = MmclAdapter.from_run(run, device="cpu")
+    records = {r["task"]: r["metrics"] for r in evaluate(adapter, cfg, progress=False)}
+    assert set(records) == {"knn", "linear_probe", "compositional"}
+    # the recipe path gives the task function's numbers
+    direct = evaluate_knn(
+        adapter, open_dataset(tiny_corpus / "train.csv"), open_dataset(tiny_corpus / "test.csv"), k=3, progress=False
+    )
+    assert records["knn"]["acc1"] == direct["acc1"]
+    assert "weight_decay" in records["linear_probe"] and records["compositional"]["num_items"] > 16
+
+
+def test_recipe_validation_of_probe_tasks(tiny_corpus, tmp_path):
+    from mmcl.config import ConfigError, recipe_from_dict
+
+    d = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
+    d["eval"]["datasets"][0]["tasks"] = ["knn"]
+    with pytest.raises(ConfigError, match="the knn task needs train_path"):
+        recipe_from_dict(d)
+    d["eval"]["datasets"][0]["tasks"] = ["compositional"]
+    with pytest.raises(ConfigError, match="needs a compositional items file"):
+        recipe_from_dict(d)
+    d["eval"]["datasets"][0]["tasks"] = ["kNN"]
+    with pytest.raises(ConfigError, match="valid choices: zeroshot, retrieval, knn, linear_probe, compositional"):
+        recipe_from_dict(d)
