@@ -424,13 +424,17 @@ def _data(args, parser) -> int:
 EVAL_COMMANDS = ("run", "zeroshot", "retrieval", "linear-probe", "knn", "compositional", "summarize")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # `mmcl eval RUN_DIR` is short for `mmcl eval run RUN_DIR`.
+def normalise_argv(argv: list[str]) -> list[str]:
+    """`mmcl eval RUN_DIR` is short for `mmcl eval run RUN_DIR`."""
+    argv = list(argv)
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in EVAL_COMMANDS and not argv[1].startswith("-"):
         argv.insert(1, "run")
-    args = parser.parse_args(argv)
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     if args.version:
         from . import __version__
 

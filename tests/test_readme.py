@@ -27,3 +27,22 @@ def test_every_recipe_in_the_readme_table_exists():
     text = (ROOT / "README.md").read_text()
     for path in set(re.findall(r"`(recipes/[\w\-/]+\.yaml)`", text)):
         assert (ROOT / path).is_file(), path
+
+
+def test_every_mmcl_command_in_the_readme_parses():
+    import shlex
+
+    from mmcl.cli import _parser, normalise_argv
+
+    text = (ROOT / "README.md").read_text()
+    commands = [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.strip().startswith("mmcl ")
+    ]
+    assert len(commands) >= 8
+    parser = _parser()
+    for cmd in commands:
+        argv = shlex.split(cmd.split("#")[0])[1:]
+        parser.parse_args(normalise_argv(argv))  # exits (fails the test) on an unknown option
