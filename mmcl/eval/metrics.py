@@ -72,7 +72,12 @@ def retrieval_ranks(
     # ``tie_tol``: tile scores come from a GEMM whose rounding differs from these dot products by
     # ~1e-7, so a candidate must beat the positive by more than that to outrank it. The positive
     # itself and an image's other captions therefore never count against it.
-    positive = (text_features * image_features[text_to_image]).sum(dim=1)
+    positive = torch.cat(
+        [  # in chunks: a full (N_txt, D) gather of image rows would double the features' memory
+            (text_features[s : s + 65536] * image_features[text_to_image[s : s + 65536]]).sum(dim=1)
+            for s in range(0, n_txt, 65536)
+        ]
+    )
     best = torch.full((n_img,), -float("inf"), device=device, dtype=positive.dtype)
     best = best.scatter_reduce(0, text_to_image, positive, reduce="amax") + tie_tol
     positive = positive + tie_tol
