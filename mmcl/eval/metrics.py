@@ -32,6 +32,39 @@ def classification_metrics(
     return out
 
 
+def _count_above(tile: torch.Tensor, row_thr: torch.Tensor, col_thr: torch.Tensor, mask: torch.Tensor):
+    """Per row, scores above its row threshold; per column, scores above its column threshold.
+
+    Eager: preallocated bool buffer and uint8 sums (the comparisons are memory-bound, the GEMM is not).
+    """
+    rows = torch.gt(tile, row_thr[:, None], out=mask).view(torch.uint8).sum(1, dtype=torch.int32)
+    cols = torch.gt(tile, col_thr[None], out=mask).view(torch.uint8).sum(0, dtype=torch.int32)
+    return rows, cols
+
+
+def _count_above_fusable(tile: torch.Tensor, row_thr: torch.Tensor, col_thr: torch.Tensor):
+    return (tile > row_thr[:, None]).sum(1, dtype=torch.int32), (tile > col_thr[None]).sum(0, dtype=torch.int32)
+
+
+_COMPILED: dict = {}
+
+
+def _fused_counter():
+    """``_count_above`` compiled by TorchInductor into one pass over the tile (both comparisons
+    and both sums), or None where torch.compile is unavailable. Compiling happens at the first
+    call, about 20 s cold and a few seconds from Inductor's on-disk cache, so it is the default
+    only for large problems."""
+    if "fn" not in _COMPILED:
+        import logging
+
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" noise
+        try:
+            _COMPILED["fn"] = torch.compile(_count_above_fusable, dynamic=False)
+        except Exception:  # noqa: BLE001 - torch.compile unsupported here: eager
+            _COMPILED["fn"] = None
+    return _COMPILED["fn"]
+
+
 def retrieval_ranks(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
@@ -40,6 +73,7 @@ def retrieval_ranks(
     image_chunk: int | None = None,
     progress: bool = False,
     tie_tol: float = 1e-6,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of the correct item in both directions, from one streamed pass over the scores.
 
@@ -48,9 +82,11 @@ def retrieval_ranks(
     score. A candidate outranks the positive only when it scores more than ``tie_tol`` above it:
     ties, and differences within floating-point rounding, go to the query.
 
-    Tiles default to 256 captions x 4096 images on CPU (the scores stay in cache, so the two
-    comparisons cost about a quarter of the multiply; see ``evaluation/bench_retrieval.py``) and
-    8192 x 65536 on GPU.
+    Tiles default to 256 captions x 4096 images on CPU, so the scores stay in cache, and 8192 x
+    65536 on GPU. On CPU the two comparisons cost about half the multiply when run as separate
+    torch ops, and much less when ``fused``: compiled by torch.compile into one pass (default: on
+    CPU for problems of at least 1e10 scores, where the one-off compile time is small; eager if
+    compiling fails). See ``evaluation/bench_retrieval.py``.
 
     Returns:
         t2i: (N_txt,) number of images scoring strictly higher than the caption's own image;
@@ -85,17 +121,26 @@ def retrieval_ranks(
     i2t = torch.zeros(n_img, dtype=torch.int32, device=device)
     scores = torch.empty(min(text_chunk, n_txt), min(image_chunk, n_img), device=device, dtype=positive.dtype)
     above = torch.empty(scores.shape, device=device, dtype=torch.bool)
+    if fused is None:
+        fused = device.type == "cpu" and n_txt * n_img >= 1e10
+    counter = _fused_counter() if fused else None
     for ts in tqdm(range(0, n_txt, text_chunk), desc="retrieval", disable=not progress, leave=False):
         texts = text_features[ts : ts + text_chunk]
         te = ts + texts.shape[0]
         for is_ in range(0, n_img, image_chunk):
             images = image_features[is_ : is_ + image_chunk]
             ie = is_ + images.shape[0]
-            # Preallocated buffers and uint8 sums: the comparisons are memory-bound, the GEMM is not.
             tile = torch.mm(texts, images.T, out=scores[: texts.shape[0], : images.shape[0]])
-            mask = above[: texts.shape[0], : images.shape[0]]
-            t2i[ts:te] += torch.gt(tile, positive[ts:te, None], out=mask).view(torch.uint8).sum(1, dtype=torch.int32)
-            i2t[is_:ie] += torch.gt(tile, best[None, is_:ie], out=mask).view(torch.uint8).sum(0, dtype=torch.int32)
+            rows = None
+            if counter is not None and tile.shape == scores.shape:  # edge tiles: eager, no recompiles
+                try:
+                    rows, cols = counter(tile, positive[ts:te], best[is_:ie])
+                except Exception as e:  # noqa: BLE001 - no C++ compiler or similar: eager from now on
+                    _COMPILED["fn"], _COMPILED["error"], counter = None, repr(e), None
+            if rows is None:
+                rows, cols = _count_above(tile, positive[ts:te], best[is_:ie], above[: tile.shape[0], : tile.shape[1]])
+            t2i[ts:te] += rows
+            i2t[is_:ie] += cols
     return t2i.long().cpu(), i2t.long().cpu()
 
 
@@ -107,6 +152,7 @@ def retrieval_metrics(
     chunk_size: int | None = None,
     image_chunk: int | None = None,
     progress: bool = False,
+    fused: bool | None = None,
 ) -> dict[str, float]:
     """Cross-modal retrieval with any number of captions per image.
 
@@ -114,7 +160,8 @@ def retrieval_metrics(
         image_features: (N_img, D), L2-normalised.
         text_features: (N_txt, D), L2-normalised.
         text_to_image: (N_txt,) index of each caption's image.
-        chunk_size, image_chunk: captions and images per score tile (see :func:`retrieval_ranks`).
+        chunk_size, image_chunk, fused: captions and images per score tile, and whether to fuse
+            the comparisons with torch.compile (see :func:`retrieval_ranks`).
 
     Returns:
         image_retrieval_recall@k: mean over captions of [its image is in the top k images];
@@ -122,7 +169,7 @@ def retrieval_metrics(
         plus the mean and median (1-based) rank of the first correct item in each direction.
     """
     t2i_rank, i2t_rank = retrieval_ranks(
-        image_features, text_features, text_to_image, chunk_size, image_chunk, progress
+        image_features, text_features, text_to_image, chunk_size, image_chunk, progress, fused=fused
     )
     out: dict[str, float] = {}
     for k in ks:

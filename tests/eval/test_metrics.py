@@ -171,3 +171,20 @@ def test_retrieval_rejects_bad_index():
         retrieval_metrics(img, txt, torch.tensor([0, 1, 3]))
     with pytest.raises(ValueError, match="expected"):
         retrieval_metrics(img, txt, torch.tensor([0, 1]))
+
+
+@pytest.mark.slow
+def test_fused_comparisons_equal_eager():
+    """The torch.compile'd single-pass counter (used for large CPU problems) gives the eager ranks."""
+    from mmcl.eval import metrics
+
+    if metrics._fused_counter() is None:  # torch.compile itself unavailable
+        pytest.skip("torch.compile is unavailable here")
+    g = torch.Generator().manual_seed(3)
+    t2i = torch.cat([torch.arange(300), torch.randint(0, 300, (700,), generator=g)])
+    img = torch.randint(-3, 4, (300, 8), generator=g).float()
+    txt = img[t2i] + torch.randint(-2, 3, (1000, 8), generator=g).float()
+    eager = metrics.retrieval_ranks(img, txt, t2i, 64, 128, fused=False)
+    fused = metrics.retrieval_ranks(img, txt, t2i, 64, 128, fused=True)  # 1000 % 64 and 300 % 128: edge tiles
+    assert "error" not in metrics._COMPILED, metrics._COMPILED.get("error")  # the compiled kernel really ran
+    assert torch.equal(eager[0], fused[0]) and torch.equal(eager[1], fused[1])
