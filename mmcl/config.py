@@ -59,6 +59,8 @@ class DataConfig:
     image_key: str = "filepath"
     caption_key: str = "title"
     separator: str = ","  # "\t" for TSV
+    # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
+    caption_separator: str | None = None
     image_root: str | None = None  # base folder for relative image paths (default: the file's)
     batch_size: int = 64  # per process
     num_workers: int = 0
@@ -461,6 +463,7 @@ def validate(recipe: Recipe) -> None:
 
     _check(recipe.eval.every >= 0, f"eval.every must be >= 0, got {recipe.eval.every}")
     _check(recipe.eval.batch_size > 0, f"eval.batch_size must be > 0, got {recipe.eval.batch_size}")
+    _check(d.caption_separator != "", "data.caption_separator must be a non-empty string (or null)")
     synth_root = Path(d.synthetic.root).resolve() if d.synthetic else None
     for i, ds in enumerate(recipe.eval.datasets):
         key = f"eval.datasets[{i}]"

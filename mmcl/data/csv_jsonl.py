@@ -62,6 +62,14 @@ def seeded(seed: int):
             np.random.set_state(np_state)
 
 
+def _caption_list(value, separator: str | None) -> list[str]:
+    """The non-empty captions of one cell: a list (JSONL), or a string split on ``separator``."""
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else str(value).split(separator) if separator else [str(value)]
+    return [v.strip() for v in map(str, values) if v is not None and v.strip()]
+
+
 class PairedImageTextDataset(torch.utils.data.Dataset):
     """Map-style dataset of (image, caption) pairs, opened lazily.
 
@@ -69,6 +77,11 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
     None with the reason, the collate drops it, and the trainer counts it (see ``SKIP_REASONS``).
 
     Items: {"image": Tensor(3, H, W), "text": str, "index": int, "label": int}.
+
+    Several captions per image: a JSONL caption may be a list, and with ``caption_separator`` a
+    CSV cell holds several (``"a dog|a puppy"``). Each time an item is read one of them is
+    picked, at random but seeded by (caption_seed, epoch, index): every caption is used over the
+    epochs, and the choice is the same whatever the worker count and after a resume.
 
     Args:
         seed: with a random transform, seeds it per item from (seed, epoch, index), so augmentation
@@ -87,6 +100,8 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
         label_key: str | None = None,
         seed: int | None = None,
         max_items: int | None = None,
+        caption_separator: str | None = None,
+        caption_seed: int = 0,
     ):
         self.path = Path(path)
         rows = read_table(self.path, separator)
@@ -99,11 +114,13 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
         rows = rows[:max_items] if max_items is not None else rows
         self.root = Path(image_root) if image_root else self.path.parent
         self.images = [str(r[image_key]) for r in rows]
-        self.captions = ["" if r[caption_key] is None else str(r[caption_key]) for r in rows]
+        self.caption_lists = [_caption_list(r[caption_key], caption_separator) for r in rows]
+        self.captions = [c[0] if c else "" for c in self.caption_lists]  # the first caption of each row
         self.labels = [int(r[label_key]) for r in rows] if label_key is not None else None
         self.rows = rows
         self.transform = transform
         self.seed = seed
+        self.caption_seed = caption_seed
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -117,8 +134,15 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
         # and after a resume.
         return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
 
+    def _caption(self, index: int) -> str:
+        options = self.caption_lists[index]
+        if len(options) <= 1:
+            return options[0] if options else ""
+        seed = np.random.SeedSequence([self.caption_seed, self.epoch, index, 1]).generate_state(1)[0]
+        return options[random.Random(int(seed)).randrange(len(options))]
+
     def __getitem__(self, index: int) -> dict | tuple[None, str]:
-        caption = self.captions[index].strip()
+        caption = self._caption(index)
         if not caption:
             return None, "empty_caption"
         path = self.root / self.images[index]

@@ -89,6 +89,8 @@ class Trainer:
             separator=data.separator,
             image_root=data.image_root,
             seed=t.seed if data.augment.enabled else None,
+            caption_separator=data.caption_separator,
+            caption_seed=t.seed,
         )
         acc = self.accelerator
         self.sampler = ResumableBatchSampler(
