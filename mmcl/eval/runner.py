@@ -14,10 +14,10 @@ from ..config import EvalConfig, EvalDatasetConfig
 from ..data.csv_jsonl import PairedImageTextDataset
 from .compositional import evaluate_compositional
 from .datasets import open_dataset
-from .encode import encode_dataset
 from .knn import knn_metrics
 from .linear_probe import linear_probe
 from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
+from .probes import _labelled_features
 from .zero_shot import read_lines, zero_shot_classifier, zero_shot_metrics
 
 
@@ -69,8 +69,8 @@ def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progres
     return image_features, text_features, text_to_image, labels, keys, dict(skipped)
 
 
-def _probe(adapter, ds_cfg: EvalDatasetConfig, task: str, img, labels, batch_size: int, progress: bool) -> dict:
-    """kNN or linear probe: fit on ``train_path``'s labelled images, score this dataset's."""
+def _train_features(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
+    """Labelled image features of ``train_path``, for the kNN and linear-probe tasks."""
     train = open_dataset(
         ds_cfg.train_path,
         image_key=ds_cfg.image_key,
@@ -79,12 +79,17 @@ def _probe(adapter, ds_cfg: EvalDatasetConfig, task: str, img, labels, batch_siz
         max_items=ds_cfg.train_max_items,
         name=f"{ds_cfg.name}/train",
     )
-    enc = encode_dataset(adapter, train, batch_size, texts=False, progress=progress)
-    keep_tr, keep_te = enc.labels >= 0, labels >= 0
-    x_tr, y_tr, x_te, y_te = enc.image_features[keep_tr], enc.labels[keep_tr], img[keep_te], labels[keep_te]
+    features, labels, _ = _labelled_features(adapter, train, batch_size, 0, progress)
+    return features, labels
+
+
+def _probe(adapter, ds_cfg: EvalDatasetConfig, task: str, train, img, labels) -> dict:
+    """kNN or linear probe: fit on the training features, score this dataset's labelled images."""
+    x_tr, y_tr = train
+    keep = labels >= 0
     if task == "knn":
-        return knn_metrics(x_tr, y_tr, x_te, y_te, k=ds_cfg.knn_k, temperature=ds_cfg.knn_temperature)
-    return linear_probe(x_tr, y_tr, x_te, y_te, device=adapter.device)
+        return knn_metrics(x_tr, y_tr, img[keep], labels[keep], k=ds_cfg.knn_k, temperature=ds_cfg.knn_temperature)
+    return linear_probe(x_tr, y_tr, img[keep], labels[keep], device=adapter.device)
 
 
 def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
@@ -92,6 +97,7 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
     records = []
     for ds_cfg in cfg.datasets:
         img, txt, t2i, labels, keys, skipped = _encode_dataset(adapter, ds_cfg, cfg.batch_size, progress)
+        train = None  # encoded once, shared by knn and linear_probe
         for task in ds_cfg.tasks:
             if task == "zeroshot":
                 classifier = zero_shot_classifier(
@@ -99,7 +105,8 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
                 )
                 metrics = zero_shot_metrics(img, labels, classifier)
             elif task in ("knn", "linear_probe"):
-                metrics = _probe(adapter, ds_cfg, task, img, labels, cfg.batch_size, progress)
+                train = train or _train_features(adapter, ds_cfg, cfg.batch_size, progress)
+                metrics = _probe(adapter, ds_cfg, task, train, img, labels)
             elif task == "compositional":
                 metrics = evaluate_compositional(
                     adapter, ds_cfg.compositional, batch_size=cfg.batch_size, progress=progress
