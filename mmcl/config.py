@@ -54,14 +54,28 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["csv", "jsonl"] = "csv"
-    train: str | None = None  # CSV/TSV/JSONL file; image paths are relative to its folder
-    image_key: str = "filepath"
-    caption_key: str = "title"
-    separator: str = ","  # "\t" for TSV
+    """Training data (see :mod:`mmcl.data.sources`). Column/key names default per source:
+    CSV/JSONL ``filepath``/``title``; WebDataset ``jpg;jpeg;png;webp``/``txt`` (or ``json:<field>``);
+    Hugging Face ``image``/``caption`` (or the usual alternatives)."""
+
+    source: Literal["auto", "csv", "jsonl", "folder", "hf", "wds"] = "auto"
+    # CSV/TSV/JSONL file, image folder, HF dataset path, or WebDataset shards (pattern, list file,
+    # folder of .tar, or a list of those for several mixed sources)
+    train: str | list[str] | None = None
+    image_key: str | None = None
+    caption_key: str | None = None
+    label_key: str | None = None  # an integer label column/member (SupCon, probes); optional
+    separator: str = ","  # "\t" for TSV (a .tsv file uses tabs anyway)
     # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
     caption_separator: str | None = None
     image_root: str | None = None  # base folder for relative image paths (default: the file's)
+    caption_template: str = "a photo of a {c}."  # folder source: caption from the class name
+    split: str = "train"  # HF datasets with several splits
+    streaming: bool = False  # HF: stream instead of map-style (resume as documented for streams)
+    resampled: bool = False  # WebDataset: draw shards with replacement; needs epoch_size
+    epoch_size: int | None = None  # samples per epoch in resampled mode
+    weights: list[float] | None = None  # WebDataset, resampled: share of samples from each source
+    shuffle_block: int = 256  # streams: samples shuffled within blocks of this many per shard
     batch_size: int = 64  # per process
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -123,6 +137,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str | None = None  # "latest", or a checkpoint directory
     stop_at_step: int | None = None  # stop early (as if interrupted); the schedule still spans steps
+    # write every step's sample ids (all ranks) to RUN_DIR/samples.jsonl: audits data order and resume
+    record_samples: bool = False
     trackers: list[Literal["jsonl", "tensorboard"]] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     progress: bool = True
 
@@ -386,6 +402,15 @@ def _check(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_train_path(train) -> None:
+    """Every named path exists (patterns: their first shard)."""
+    from braceexpand import braceexpand
+
+    for spec in train if isinstance(train, list) else [train]:
+        first = next(iter(braceexpand(spec)), spec)
+        _check(Path(first).exists(), f"data.train: not found: {first}" + (f" (from {spec})" if first != spec else ""))
+
+
 def validate(recipe: Recipe) -> None:
     from .losses import LOSSES, create_loss, list_losses
 
@@ -397,10 +422,26 @@ def validate(recipe: Recipe) -> None:
         f"data.augment.scale must be [min, max] with 0 < min <= max <= 1, got {d.augment.scale}",
     )
     if d.train is None:
-        raise ConfigError("data.train is required: a CSV/TSV/JSONL file of image paths and captions")
-    generated = d.synthetic is not None and Path(d.train).resolve().is_relative_to(Path(d.synthetic.root).resolve())
+        raise ConfigError(
+            "data.train is required: a CSV/TSV/JSONL file, an image folder, a Hugging Face dataset path, "
+            "or WebDataset shards"
+        )
+    generated = (
+        d.synthetic is not None
+        and isinstance(d.train, str)
+        and Path(d.train).resolve().is_relative_to(Path(d.synthetic.root).resolve())
+    )
     if not generated:
-        _check(Path(d.train).is_file(), f"data.train: file not found: {d.train}")
+        _check_train_path(d.train)
+    if d.resampled:
+        _check(
+            d.epoch_size is not None and d.epoch_size >= d.batch_size,
+            "data.resampled needs data.epoch_size (samples per epoch, >= data.batch_size)",
+        )
+    if d.weights is not None:
+        _check(d.resampled, "data.weights mixes sources by sampling: it needs data.resampled: true")
+        _check(all(w > 0 for w in d.weights), f"data.weights must all be > 0, got {d.weights}")
+    _check(d.shuffle_block >= 1, f"data.shuffle_block must be >= 1, got {d.shuffle_block}")
     if d.synthetic is not None:
         s = d.synthetic
         _check(s.n_train > 0 and s.n_test > 0 and s.n_novel > 0, "data.synthetic: n_train, n_test, n_novel must be > 0")

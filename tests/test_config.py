@@ -43,7 +43,7 @@ BAD = [
         lambda d: d["loss"].update(name="clip"),
         "unknown loss 'clip'; valid choices: dcl, dclw, hcl, infonce, moco, ntxent, siglip, supcon, triplet",
     ),
-    (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: file not found: nowhere/train.csv"),
+    (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: not found: nowhere/train.csv"),
     (lambda d: d["model"]["vision"].update(name="vit_tinyy_patch16_224"), "is not a timm model; close matches"),
     (lambda d: d["model"]["text"].update(path="/no/such/dir"), "exactly one of 'path'"),
     (lambda d: d["model"]["text"].update(tokenizer="/no/such/tok"), "model.text.tokenizer: directory not found"),

@@ -1,17 +1,23 @@
 """Data sources, transforms, tokenisation and batching."""
 
 from .collate import ImageTextCollate
-from .csv_jsonl import SKIP_REASONS, PairedImageTextDataset, read_table
+from .csv_jsonl import PairedImageTextDataset, read_table
+from .pairs import SKIP_REASONS, ItemMaker
 from .sampler import ResumableBatchSampler
+from .sources import TrainData, build_train_data, detect_source
 from .tokenize import Tokenize, load_tokenizer
 from .transforms import image_transforms
 
 __all__ = [
     "SKIP_REASONS",
     "ImageTextCollate",
+    "ItemMaker",
     "PairedImageTextDataset",
     "ResumableBatchSampler",
     "Tokenize",
+    "TrainData",
+    "build_train_data",
+    "detect_source",
     "image_transforms",
     "load_tokenizer",
     "read_table",

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-import random
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-
 from ..errors import ConfigError
-
-# Reasons a sample can be skipped; counted per reason.
-SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption")
+from .pairs import ItemMaker, MapPairs, caption_list
 
 
 def read_table(path: str | os.PathLike, separator: str = ",") -> list[dict]:
@@ -46,31 +38,7 @@ def check_columns(rows: list[dict], path, required: dict[str, str]) -> None:
             raise ConfigError(f"{path}: column {column!r} (set by {option}) not found; available columns: {names}")
 
 
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Run a block with torch, Python and NumPy RNGs seeded by ``seed``; restore them afterwards
-    (transforms draw from all three: timm's crops use ``random``, torchvision's flips use torch)."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-def _caption_list(value, separator: str | None) -> list[str]:
-    """The non-empty captions of one cell: a list (JSONL), or a string split on ``separator``."""
-    if value is None:
-        return []
-    values = value if isinstance(value, list) else str(value).split(separator) if separator else [str(value)]
-    return [v.strip() for v in map(str, values) if v is not None and v.strip()]
-
-
-class PairedImageTextDataset(torch.utils.data.Dataset):
+class PairedImageTextDataset(MapPairs):
     """Map-style dataset of (image, caption) pairs, opened lazily.
 
     A missing or corrupt image, or an empty caption, does not stop a run: ``__getitem__`` returns
@@ -114,51 +82,14 @@ class PairedImageTextDataset(torch.utils.data.Dataset):
         rows = rows[:max_items] if max_items is not None else rows
         self.root = Path(image_root) if image_root else self.path.parent
         self.images = [str(r[image_key]) for r in rows]
-        self.caption_lists = [_caption_list(r[caption_key], caption_separator) for r in rows]
+        self.caption_lists = [caption_list(r[caption_key], caption_separator) for r in rows]
         self.captions = [c[0] if c else "" for c in self.caption_lists]  # the first caption of each row
         self.labels = [int(r[label_key]) for r in rows] if label_key is not None else None
         self.rows = rows
-        self.transform = transform
-        self.seed = seed
-        self.caption_seed = caption_seed
-        self.epoch = 0
+        self.make = ItemMaker(transform, seed, caption_seed)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _item_seed(self, index: int) -> int:
-        # Random augmentation depends only on (seed, epoch, index): identical across worker counts
-        # and after a resume.
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-
-    def _caption(self, index: int) -> str:
-        options = self.caption_lists[index]
-        if len(options) <= 1:
-            return options[0] if options else ""
-        seed = np.random.SeedSequence([self.caption_seed, self.epoch, index, 1]).generate_state(1)[0]
-        return options[random.Random(int(seed)).randrange(len(options))]
-
-    def __getitem__(self, index: int) -> dict | tuple[None, str]:
-        caption = self._caption(index)
-        if not caption:
-            return None, "empty_caption"
-        path = self.root / self.images[index]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except FileNotFoundError:
-            return None, "missing_image"
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return None, "corrupt_image"
-        if self.seed is None:
-            pixels = self.transform(image)
-        else:
-            with seeded(self._item_seed(index)):
-                pixels = self.transform(image)
-        item = {"image": pixels, "text": caption, "index": index}
-        if self.labels is not None:
-            item["label"] = self.labels[index]
-        return item
+    def record(self, index: int):
+        return self.root / self.images[index], self.caption_lists[index], None if self.labels is None else self.labels[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -10,18 +11,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from ..config import Recipe
-from ..data import (
-    ImageTextCollate,
-    PairedImageTextDataset,
-    ResumableBatchSampler,
-    Tokenize,
-    image_transforms,
-    load_tokenizer,
-)
+from ..data import Tokenize, image_transforms, load_tokenizer
+from ..data.sources import build_train_data
+from ..data.stream import merge_positions
 from ..data.synthetic import ensure_corpus
 from ..errors import ConfigError
 from ..eval.adapters import MmclAdapter
@@ -31,6 +27,7 @@ from ..models import create_model, text_model_config
 from .checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, set_rng_state
 from .grad_cache import grad_cache_backward
 from .optim import create_optimizer, create_scheduler
+from .checkpoint import write_atomic
 from .run_dir import save_run_metadata
 from .tracking import JSONLTracker
 
@@ -81,31 +78,13 @@ class Trainer:
         train_tf, self.eval_transform = image_transforms(self.model.vision.data_config(), data.augment)
         self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
 
-        self.dataset = PairedImageTextDataset(
-            data.train,
-            transform=train_tf,
-            image_key=data.image_key,
-            caption_key=data.caption_key,
-            separator=data.separator,
-            image_root=data.image_root,
-            seed=t.seed if data.augment.enabled else None,
-            caption_separator=data.caption_separator,
-            caption_seed=t.seed,
-        )
         acc = self.accelerator
-        self.sampler = ResumableBatchSampler(
-            len(self.dataset), data.batch_size, acc.process_index, acc.num_processes, seed=t.seed
+        self.data = build_train_data(
+            data, train_tf, self.tokenize, acc.process_index, acc.num_processes, seed=t.seed
         )
-        self.loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            collate_fn=ImageTextCollate(self.tokenize),
-            num_workers=data.num_workers,
-            persistent_workers=False,
-            # Its own generator: a new iterator must not draw from the global RNG (dropout's stream),
-            # or a resumed run would drift by one draw. Augmentation is seeded per item anyway.
-            generator=torch.Generator().manual_seed(t.seed),
-        )
+        self.dataset, self.loader = self.data.dataset, self.data.loader
+        for note in self.data.notes:
+            log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
         optimizer = create_optimizer(self.model, t)
         self.scheduler = create_scheduler(optimizer, t)
@@ -114,6 +93,7 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
 
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.stream_progress: dict = {}  # streams: read position of this epoch (see mmcl.data.stream)
         self.skipped: Counter = Counter()
         self.samples_seen = 0
         self._commit_position()
@@ -126,16 +106,17 @@ class Trainer:
     def _commit_position(self) -> None:
         """Record the data position of the last completed step: an interruption while the next
         micro-batches are being read must not skip them on resume."""
-        self._position = (self.epoch, self.batch_in_epoch, dict(self.skipped))
+        self._position = (self.epoch, self.batch_in_epoch, dict(self.skipped), dict(self.stream_progress))
 
     def _state(self) -> dict:
-        epoch, batch_in_epoch, skipped = self._position
+        epoch, batch_in_epoch, skipped, progress = self._position
         return {
             "step": self.step,
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
             "samples_seen": self.samples_seen,
             "skipped": skipped,
+            "stream_progress": progress,
             "optimizer": self.optimizer.state_dict(),
             "loss": self.loss_fn.state_dict(),  # e.g. a MoCo key queue
             "scheduler": self.scheduler.state_dict(),
@@ -146,10 +127,18 @@ class Trainer:
         """Checkpoint the current step (main process writes; all processes wait for it)."""
         path = None
         self.accelerator.wait_for_everyone()
+        state = self._state()
+        if self.accelerator.num_processes > 1:
+            # Each rank knows its own readers' positions and skip counts; the checkpoint keeps all.
+            ranks = gather_object([(state["stream_progress"], state["skipped"])])
+            state["stream_progress"], skipped = {}, Counter()
+            for progress, counts in ranks:
+                for key, value in progress.items():
+                    merge_positions(state["stream_progress"], {key: value})
+                skipped.update(counts)
+            state["skipped"] = dict(skipped)
         if self.accelerator.is_main_process:
-            path = save_checkpoint(
-                self.run_dir, self.step, self.unwrapped, self._state(), self.recipe.train.keep_checkpoints
-            )
+            path = save_checkpoint(self.run_dir, self.step, self.unwrapped, state, self.recipe.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         return path
 
@@ -163,10 +152,37 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.samples_seen = state["samples_seen"]
-        self.skipped = Counter(state["skipped"])
+        self.stream_progress = dict(state.get("stream_progress", {}))
+        # Skip counts are checkpointed summed over ranks; rank 0 carries them on.
+        self.skipped = Counter(state["skipped"]) if self.accelerator.is_main_process else Counter()
         self.accelerator.print(
             f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})"
         )
+
+    def _record_samples(self, batches: list[dict]) -> None:
+        """Append this step's sample ids, over all ranks, to RUN_DIR/samples.jsonl."""
+        ids = [i for b in batches for i in b["index"].tolist()]
+        if self.accelerator.num_processes > 1:
+            ids = [i for part in gather_object([ids]) for i in part]
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / "samples.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, "epoch": self._position[0], "index": ids}) + "\n")
+
+    def _truncate_sample_record(self) -> None:
+        """After a resume, forget the steps recorded after the checkpoint (they are redone)."""
+        path = self.run_dir / "samples.jsonl"
+        if self.accelerator.is_main_process and path.is_file():
+            keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            write_atomic(path, "".join(line + "\n" for line in keep))
+
+    def global_skipped(self) -> Counter:
+        """Skipped samples per reason over all ranks (a collective call: every rank must make it)."""
+        if self.accelerator.num_processes == 1:
+            return Counter(self.skipped)
+        total = Counter()
+        for counts in gather_object([dict(self.skipped)]):
+            total.update(counts)
+        return total
 
     def _summary(self) -> str:
         r, acc = self.recipe, self.accelerator
@@ -179,11 +195,12 @@ class Trainer:
                 f"  model: vision {r.model.vision.name} + text {self.text_config.model_type} "
                 f"({self.text_config.num_hidden_layers} layers), embed_dim {r.model.embed_dim}",
                 f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
-                f"  data: {len(self.dataset)} pairs from {r.data.train}",
+                f"  data: {self.data.description}",
                 f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
                 f"x {r.train.accumulation_steps} accumulated (GradCache) = {per_step} samples per step",
-                f"  steps: {r.train.steps} (~{r.train.steps * per_step / len(self.dataset):.1f} epochs), "
-                f"loss {r.loss.name}",
+                f"  steps: {r.train.steps}"
+                + (f" (~{r.train.steps * per_step / self.data.num_samples:.1f} epochs)" if self.data.num_samples else "")
+                + f", loss {r.loss.name}",
                 f"  device: {acc.device} ({acc.distributed_type.value}), precision {r.train.precision}",
             ]
         )
@@ -218,17 +235,31 @@ class Trainer:
         return acc.reduce(loss.detach(), reduction="mean").item()
 
     def _micro_batches(self):
-        """Batches across epoch boundaries, from the saved data position onwards. Batches with
-        fewer than 2 usable samples are dropped (their skipped samples are still counted)."""
+        """Batches across epoch boundaries, from the saved data position onwards.
+
+        Ranks stay in step: a batch is used only if every rank has one with >= 2 usable samples
+        (the skipped samples of a dropped batch are still counted), and a stream's epoch ends on
+        every rank as soon as one rank runs out (or after ``epoch_batches`` in resampled mode)."""
+        acc, data = self.accelerator, self.data
         while True:
-            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-            self.dataset.set_epoch(self.epoch)
-            for batch in self.loader:
+            data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress)
+            batches = iter(self.loader)
+            while True:
+                if data.epoch_batches is not None and self.batch_in_epoch >= data.epoch_batches:
+                    break
+                batch = next(batches, None)
+                flags = torch.tensor([batch is None, batch is not None and batch["size"] < 2], device=acc.device)
+                if acc.num_processes > 1:
+                    flags = acc.reduce(flags.float(), reduction="sum")
+                if flags[0] > 0:
+                    break
                 self.batch_in_epoch += 1
                 self.skipped.update(batch["skipped"])
-                if batch["size"] >= 2:
-                    yield {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if "position" in batch:
+                    merge_positions(self.stream_progress, batch["position"])
+                if flags[1] == 0:
+                    yield {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            self.epoch, self.batch_in_epoch, self.stream_progress = self.epoch + 1, 0, {}
 
     def run_eval(self) -> list[dict]:
         r = self.recipe
@@ -264,6 +295,8 @@ class Trainer:
                 acc.print(f"train.resume=latest: no checkpoint in {self.run_dir}, starting fresh")
             else:
                 self.resume(path)
+        if t.record_samples:
+            self._truncate_sample_record()
         if acc.is_main_process:
             save_run_metadata(self.run_dir, r, self.text_config, self.tokenizer)
         acc.init_trackers(r.name)
@@ -291,11 +324,14 @@ class Trainer:
                 bad_in_row = 0
                 self.step += 1
                 self._commit_position()
+                if t.record_samples:
+                    self._record_samples(batches)
                 n = sum(b["size"] for b in batches) * acc.num_processes
                 self.samples_seen += n
                 window_samples += n
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == stop:
+                    skipped = self.global_skipped()
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     window_samples, window_start = 0, time.perf_counter()
                     bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:.0f}")
@@ -306,7 +342,7 @@ class Trainer:
                             "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
                             "train/samples_per_s": rate,
                             "train/epoch": self.epoch,
-                            **{f"data/skipped_{k}": v for k, v in self.skipped.items()},
+                            **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },
                         step=self.step,
                     )
@@ -321,8 +357,20 @@ class Trainer:
             raise
         bar.close()
         self.save()
-        if self.skipped:
-            acc.print("skipped samples: " + ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())))
+        skipped = self.global_skipped()
+        if skipped:
+            acc.print("skipped samples: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+        if acc.is_main_process:
+            write_atomic(
+                self.run_dir / "summary.json",
+                json.dumps({
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "samples_seen": self.samples_seen,
+                    "skipped": dict(sorted(skipped.items())),
+                    "data": self.data.description,
+                }, indent=2) + "\n",
+            )
         records = []
         if self.step >= t.steps:
             records = self.run_eval()

@@ -1,0 +1,119 @@
+"""Turning one raw record (an image source, its captions, a label) into a training item.
+
+Every training source (CSV/JSONL, image folders, Hugging Face datasets, WebDataset shards) reads
+records its own way and hands them to :class:`ItemMaker`, so skipping, caption choice and seeded
+augmentation behave the same everywhere:
+
+- an item is ``{"image": Tensor(3, H, W), "text": str, "index": int[, "label": int]}``;
+- a record that cannot be used is ``(None, reason)`` with a reason from ``SKIP_REASONS``; the
+  collate drops it and the trainer counts it;
+- with several captions, one is picked per read, seeded by (caption_seed, epoch, uid);
+- a random transform is seeded by (seed, epoch, uid): augmentation does not depend on the number
+  of dataloader workers and is the same after a resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import load_image
+
+# Reasons a sample can be skipped; counted per reason.
+SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard")
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block with torch, Python and NumPy RNGs seeded by ``seed``; restore them afterwards
+    (transforms draw from all three: timm's crops use ``random``, torchvision's flips use torch)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def caption_list(value, separator: str | None = None) -> list[str]:
+    """The non-empty captions of one cell: a list (JSONL, HF), or a string split on ``separator``."""
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else str(value).split(separator) if separator else [str(value)]
+    return [v.strip() for v in map(str, values) if v is not None and v.strip()]
+
+
+def _mix(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class ItemMaker:
+    """Callable: (image source, captions, label, uid, epoch) -> item or ``(None, reason)``.
+
+    Args:
+        transform: PIL image -> tensor.
+        seed: seeds a random transform per item; None runs the transform unseeded (faster, for
+            deterministic transforms).
+        caption_seed: seeds the pick among several captions.
+        need_caption: False for image-only training (no caption, no ``empty_caption`` skip).
+    """
+
+    def __init__(self, transform: Callable, seed: int | None = None, caption_seed: int = 0, need_caption: bool = True):
+        self.transform, self.seed, self.caption_seed, self.need_caption = transform, seed, caption_seed, need_caption
+
+    def caption(self, captions: list[str], uid: int, epoch: int) -> str:
+        if len(captions) <= 1:
+            return captions[0] if captions else ""
+        return captions[random.Random(_mix(self.caption_seed, epoch, uid, 1)).randrange(len(captions))]
+
+    def __call__(self, image, captions: list[str], label: int | None, uid: int, epoch: int):
+        text = self.caption(captions, uid, epoch)
+        if self.need_caption and not text:
+            return None, "empty_caption"
+        if not isinstance(image, Image.Image):
+            image, reason = load_image(image)
+            if image is None:
+                return None, reason
+        else:
+            image = image.convert("RGB")
+        if self.seed is None:
+            pixels = self.transform(image)
+        else:
+            with seeded(_mix(self.seed, epoch, uid)):
+                pixels = self.transform(image)
+        item = {"image": pixels, "text": text, "index": uid}
+        if label is not None:
+            item["label"] = label
+        return item
+
+
+class MapPairs(torch.utils.data.Dataset):
+    """Map-style base: subclasses give ``__len__`` and ``record(index) -> (image, captions, label)``.
+
+    ``image`` is a path, a file object, bytes wrapped in ``io.BytesIO``, or a PIL image.
+    """
+
+    make: ItemMaker
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def record(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        try:
+            image, captions, label = self.record(index)
+        except (OSError, ValueError, SyntaxError):  # a row whose stored image cannot be decoded
+            return None, "corrupt_image"
+        return self.make(image, captions, label, index, self.epoch)
