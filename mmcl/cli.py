@@ -4,9 +4,11 @@ and overrides single keys (``section.key=value``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 EPILOG = textwrap.dedent("""\
     examples:
@@ -266,6 +268,50 @@ def _parser() -> argparse.ArgumentParser:
     mc.add_argument("csv", help="a split CSV written by make-synthetic (needs its key column)")
     mc.add_argument("out", help="output file: .jsonl (default) or .csv")
     mc.add_argument("--seed", type=int, default=0, help="seed of the replacement draws (default 0)")
+    cv = dsub.add_parser(
+        "convert",
+        help="write a CSV/TSV/JSONL file or an image folder as WebDataset shards",
+        description="Write WebDataset shards in img2dataset's layout ({key}.jpg/.png/.webp, .txt with one caption "
+        "per line, .json, .cls) plus sizes.json and stats.json. Original image bytes are kept; unreadable "
+        "images, missing files and caption-less images are skipped and counted.",
+        epilog="example:\n  mmcl data convert data/shapes/train.csv data/shapes-wds --shard-size 1000\n"
+        "  then train with data.train=data/shapes-wds",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cv.add_argument("src", help="a CSV/TSV/JSONL file (rows sharing an image are its captions) or an image folder")
+    cv.add_argument("out", help="output folder (must not already hold shards)")
+    cv.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    cv.add_argument("--source", default="auto", choices=["auto", "csv", "jsonl", "folder"], help="input format")
+    cv.add_argument("--image-key", help="image path column (default filepath)")
+    cv.add_argument("--caption-key", help="caption column (default title)")
+    cv.add_argument("--label-key", help="integer label column, written as .cls (optional)")
+    cv.add_argument(
+        "--caption-template",
+        default="a photo of a {c}.",
+        help="folders: caption each image with its class name in this template (default 'a photo of a {c}.'); "
+        "'' writes no caption",
+    )
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ins = dsub.add_parser(
+        "inspect",
+        help="count a dataset's samples and skips, caption and image statistics, and draw a sample grid",
+        description="Read a dataset as training and evaluation would (CSV/TSV/JSONL, image folder, WebDataset "
+        "shards or Hugging Face dataset) and report: images, captions, skipped samples per reason, caption "
+        "length and image size statistics, class counts; optionally a PNG grid of samples with captions.",
+        epilog="example:\n  mmcl data inspect data/shapes-wds --grid shapes.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ins.add_argument("path", help="dataset path (file, folder, shard pattern)")
+    ins.add_argument("--kind", default="auto", choices=["auto", "csv", "jsonl", "folder", "wds", "hf"])
+    ins.add_argument("--split", default="train", help="split of a WebDataset benchmark folder or HF dataset")
+    ins.add_argument("--image-key", help="image column")
+    ins.add_argument("--caption-key", help="caption column (WebDataset: member extension, default txt)")
+    ins.add_argument("--label-key", help="label column")
+    ins.add_argument("--max-items", type=int, help="read at most this many images")
+    ins.add_argument("--grid", help="write a PNG grid of samples here")
+    ins.add_argument("--grid-size", type=int, default=16, help="samples in the grid (default 16)")
+    ins.add_argument("--json", help="also write the report as JSON here")
+    ins.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -393,6 +439,49 @@ def _eval(args, parser) -> int:
 
 
 def _data(args, parser) -> int:
+    if args.data_command == "convert":
+        from .data.convert import convert_to_wds
+
+        stats = convert_to_wds(
+            args.src,
+            args.out,
+            args.source,
+            args.shard_size,
+            args.image_key,
+            args.caption_key,
+            args.label_key,
+            args.caption_template or None,
+            progress=not args.no_progress,
+        )
+        skipped = ", ".join(f"{k}={v}" for k, v in stats["skipped"].items()) or "none"
+        print(f"wrote {stats['samples']} samples in {stats['shards']} shards to {args.out} (skipped: {skipped})")
+        return 0
+    if args.data_command == "inspect":
+        from .data.inspect import format_report, inspect_dataset
+
+        keys = {
+            k: v
+            for k, v in (
+                ("image_key", args.image_key),
+                ("caption_key", args.caption_key),
+                ("label_key", args.label_key),
+            )
+            if v
+        }
+        report = inspect_dataset(
+            args.path,
+            args.kind,
+            args.max_items,
+            args.grid,
+            args.grid_size,
+            progress=not args.no_progress,
+            split=args.split,
+            **keys,
+        )
+        print(format_report(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if args.data_command == "make-compositional":
         from .eval.compositional import shapes_compositional_items
 

@@ -92,4 +92,8 @@ class PairedImageTextDataset(MapPairs):
         return len(self.images)
 
     def record(self, index: int):
-        return self.root / self.images[index], self.caption_lists[index], None if self.labels is None else self.labels[index]
+        return (
+            self.root / self.images[index],
+            self.caption_lists[index],
+            None if self.labels is None else self.labels[index],
+        )

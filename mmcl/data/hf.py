@@ -81,8 +81,18 @@ def row_image(value):
 class HFPairs(MapPairs):
     """Map-style training pairs from a ``datasets.Dataset``; exact resume like CSV/JSONL."""
 
-    def __init__(self, ds, transform: Callable, image_key=None, caption_key=None, label_key=None,
-                 seed: int | None = None, caption_seed: int = 0, where: str = "data.train", need_caption=True):
+    def __init__(
+        self,
+        ds,
+        transform: Callable,
+        image_key=None,
+        caption_key=None,
+        label_key=None,
+        seed: int | None = None,
+        caption_seed: int = 0,
+        where: str = "data.train",
+        need_caption=True,
+    ):
         self.ds = ds
         self.image_key, self.caption_key, self.label_key = resolve_columns(
             ds.column_names, where, image_key, caption_key, label_key, need_caption

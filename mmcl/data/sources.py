@@ -174,8 +174,14 @@ def build_train_data(
             ds = load_hf(data.train, data.split)
             image_key = resolve_columns(ds.column_names, "data.train", data.image_key, None, None, False)[0]
             dataset = HFPairs(
-                _no_image_decoding(ds, image_key), transform, data.image_key, data.caption_key, data.label_key,
-                aug_seed, seed, need_caption=need_caption,
+                _no_image_decoding(ds, image_key),
+                transform,
+                data.image_key,
+                data.caption_key,
+                data.label_key,
+                aug_seed,
+                seed,
+                need_caption=need_caption,
             )
         else:
             p = Path(data.train)
@@ -201,8 +207,14 @@ def build_train_data(
             # or a resumed run would drift by one draw. Augmentation is seeded per item anyway.
             generator=torch.Generator().manual_seed(seed),
         )
-        return TrainData(kind, dataset, loader, sampler, num_samples=len(dataset),
-                         description=f"{len(dataset)} pairs ({kind}) from {data.train}")
+        return TrainData(
+            kind,
+            dataset,
+            loader,
+            sampler,
+            num_samples=len(dataset),
+            description=f"{len(dataset)} pairs ({kind}) from {data.train}",
+        )
 
     if kind == "wds":
         sources = wds_shards(data.train)
@@ -223,7 +235,9 @@ def build_train_data(
         keys = resolve_columns(columns, "data.train", data.image_key, data.caption_key, data.label_key, need_caption)
         ds = _no_image_decoding(ds, keys[0])
         n = ds.num_shards
-        shards = [Shard(f"hf:{i}", functools.partial(_hf_read, ds, n, i), errors=(OSError, ValueError)) for i in range(n)]
+        shards = [
+            Shard(f"hf:{i}", functools.partial(_hf_read, ds, n, i), errors=(OSError, ValueError)) for i in range(n)
+        ]
         decode = _HFDecode(keys, ItemMaker(transform, aug_seed, seed, need_caption))
         what = f"{n} shards (streaming hf)"
     else:
@@ -237,15 +251,22 @@ def build_train_data(
             "readers get no data; use more shards or fewer workers"
         )
     dataset = StreamDataset(
-        shards, decode, collate, data.batch_size, rank, world_size, seed=seed,
-        shuffle_block=data.shuffle_block, resampled=data.resampled, weights=data.weights,
+        shards,
+        decode,
+        collate,
+        data.batch_size,
+        rank,
+        world_size,
+        seed=seed,
+        shuffle_block=data.shuffle_block,
+        resampled=data.resampled,
+        weights=data.weights,
     )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, collate_fn=_identity, num_workers=data.num_workers
-    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, num_workers=data.num_workers)
     epoch_batches = None
     if data.resampled:
         epoch_batches = max(1, data.epoch_size // (data.batch_size * world_size))
     mode = f"resampled, {data.epoch_size} samples per epoch" if data.resampled else "finite epochs"
-    return TrainData(kind, dataset, loader, None, epoch_batches, data.epoch_size,
-                     f"{what} ({kind}, {mode}) from {data.train}", notes)
+    return TrainData(
+        kind, dataset, loader, None, epoch_batches, data.epoch_size, f"{what} ({kind}, {mode}) from {data.train}", notes
+    )

@@ -19,30 +19,26 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.csv_jsonl import check_columns, read_table
+from ..data.folder import list_image_folder
+from ..data.hf import first_present, load_hf
+from ..data.images import BAD_IMAGE_ERRORS, load_image
+from ..data.wds import SHARD_ERRORS, expand_shards, iter_tar_records
 from ..errors import ConfigError
 
 KINDS = ("auto", "csv", "jsonl", "folder", "wds", "hf")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-_BAD_IMAGE = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 ASSETS = Path(__file__).parent / "assets"
 
 
 def _open_image(source) -> Image.Image | None:
-    try:
-        with Image.open(source) as im:
-            return im.convert("RGB")
-    except _BAD_IMAGE:
-        return None
+    return load_image(source)[0]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -118,22 +114,7 @@ class FolderImages(_Source, torch.utils.data.Dataset):
     """``ROOT/<class>/<image>``; a flat folder of images gives label -1."""
 
     def __init__(self, root, max_items=None):
-        root = Path(root)
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self.files, self.labels = [], []
-        if classes:
-            for c, name in enumerate(classes):
-                for f in sorted((root / name).rglob("*")):
-                    if f.suffix.lower() in IMAGE_EXTS:
-                        self.files.append(f)
-                        self.labels.append(c)
-            self.classnames = [c.replace("_", " ") for c in classes]
-        else:
-            self.files = sorted(f for f in root.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            self.labels = [-1] * len(self.files)
-            self.classnames = None
-        if not self.files:
-            raise ConfigError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) in it or its class subfolders")
+        self.files, self.labels, self.classnames = list_image_folder(root)
         if max_items is not None:
             self.files, self.labels = self.files[:max_items], self.labels[:max_items]
 
@@ -142,15 +123,6 @@ class FolderImages(_Source, torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return self._item(_open_image(self.files[i]), [], self.labels[i])
-
-
-def expand_shards(spec: str) -> list[str]:
-    """Shard paths from a brace pattern (``data/{000..009}.tar``), a list file, or one path."""
-    from braceexpand import braceexpand
-
-    if spec.endswith((".txt", ".list")) and Path(spec).is_file():
-        return [line for line in _read_lines(Path(spec))]
-    return list(braceexpand(spec))
 
 
 class WdsImages(_Source, torch.utils.data.IterableDataset):
@@ -163,23 +135,6 @@ class WdsImages(_Source, torch.utils.data.IterableDataset):
 
     def __init__(self, shards: list[str], caption_key: str = "txt", max_items=None):
         self.shards, self.caption_key, self.max_items = shards, caption_key, max_items
-
-    def _samples(self, shard: str):
-        current, fields = None, {}
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                base = os.path.basename(member.name)
-                key, _, ext = base.partition(".")
-                key = os.path.join(os.path.dirname(member.name), key)
-                if key != current and current is not None:
-                    yield fields
-                    fields = {}
-                current = key
-                fields[ext.lower()] = tar.extractfile(member).read()
-        if fields:
-            yield fields
 
     def _decode(self, fields: dict):
         raw = next((fields[e] for e in ("webp", "png", "jpg", "jpeg") if e in fields), None)
@@ -202,12 +157,12 @@ class WdsImages(_Source, torch.utils.data.IterableDataset):
         count = 0
         for shard in shards:
             try:
-                for fields in self._samples(shard):
+                for _, fields in iter_tar_records(shard):
                     if self.max_items is not None and count >= self.max_items:
                         return
                     count += 1
                     yield self._decode(fields)
-            except (tarfile.TarError, OSError, EOFError):
+            except SHARD_ERRORS:
                 yield None, "unreadable_shard"
 
 
@@ -239,7 +194,7 @@ class HFImages(_Source, torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             row = self.ds[i]
-        except _BAD_IMAGE:
+        except BAD_IMAGE_ERRORS:
             return None, "corrupt_image"
         image = row[self.image_column]
         if isinstance(image, dict):
@@ -284,33 +239,12 @@ def detect_kind(path: str) -> str:
     if not p.exists():
         raise ConfigError(f"dataset {path!r} not found")
     if p.is_dir():
-        if (p / "dataset_type.txt").is_file() or any(p.glob("*/nshards.txt")):
+        if (p / "dataset_type.txt").is_file() or any(p.glob("*/nshards.txt")) or any(p.glob("*.tar")):
             return "wds"
         if any((p / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
             return "hf"
         return "folder"
     raise ConfigError(f"cannot tell the format of {path!r}; pass one of: {', '.join(KINDS[1:])}")
-
-
-def _load_hf(path: str, split: str):
-    import datasets
-
-    p = Path(path)
-    if p.suffix in (".parquet", ".arrow"):
-        ds = datasets.load_dataset(p.suffix[1:], data_files=str(p), split="train")
-    elif any((p / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
-        ds = datasets.load_from_disk(str(p))
-    else:
-        ds = datasets.load_dataset("imagefolder", data_dir=str(p))
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise ConfigError(f"{path}: no split {split!r}; available splits: {', '.join(ds)}")
-        ds = ds[split]
-    return ds
-
-
-def _first_present(columns: list[str], candidates: tuple[str, ...]) -> str | None:
-    return next((c for c in candidates if c in columns), None)
 
 
 def open_dataset(
@@ -337,9 +271,9 @@ def open_dataset(
             raise ConfigError(f"dataset file {path!r} not found")
         rows = read_table(p, separator or ("\t" if p.suffix == ".tsv" else ","))
         columns = list(rows[0]) if rows else []
-        image_key = image_key or _first_present(columns, ("filepath", "image", "image_path", "file")) or "filepath"
-        caption_key = caption_key or _first_present(columns, ("title", "caption", "captions", "text"))
-        label_key = label_key or _first_present(columns, ("label",))
+        image_key = image_key or first_present(columns, ("filepath", "image", "image_path", "file")) or "filepath"
+        caption_key = caption_key or first_present(columns, ("title", "caption", "captions", "text"))
+        label_key = label_key or first_present(columns, ("label",))
         source = TableImages(
             path,
             image_key,
@@ -367,6 +301,10 @@ def open_dataset(
             "classification",
         )
     if kind == "wds":
+        if p.is_dir() and any(p.glob("*.tar")):  # a folder of shards (mmcl data convert, img2dataset)
+            return EvalDataset(
+                name, kind, WdsImages(sorted(str(f) for f in p.glob("*.tar")), caption_key or "txt", max_items)
+            )
         if p.is_dir():
             nshards = p / split / "nshards.txt"
             if not nshards.is_file():
@@ -384,13 +322,13 @@ def open_dataset(
             )
         shards = expand_shards(path)
         return EvalDataset(name, kind, WdsImages(shards, caption_key or "txt", max_items))
-    ds = _load_hf(path, split)
+    ds = load_hf(path, split)
     columns = ds.column_names
-    image_key = image_key or _first_present(columns, ("image", "img", "jpg", "png"))
+    image_key = image_key or first_present(columns, ("image", "img", "jpg", "png"))
     if image_key is None:
         raise ConfigError(f"{path}: no image column found; pass the image key; available columns: {', '.join(columns)}")
-    caption_key = caption_key or _first_present(columns, ("caption", "captions", "text", "title", "sentences"))
-    label_key = label_key or _first_present(columns, ("label", "labels", "fine_label"))
+    caption_key = caption_key or first_present(columns, ("caption", "captions", "text", "title", "sentences"))
+    label_key = label_key or first_present(columns, ("label", "labels", "fine_label"))
     source = HFImages(ds, image_key, caption_key, label_key, max_items)
     return EvalDataset(name, kind, source, source.classnames, None)
 

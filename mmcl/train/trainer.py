@@ -24,10 +24,17 @@ from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses import create_loss
 from ..models import create_model, text_model_config
-from .checkpoint import latest_checkpoint, load_state, load_weights, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_atomic,
+)
 from .grad_cache import grad_cache_backward
 from .optim import create_optimizer, create_scheduler
-from .checkpoint import write_atomic
 from .run_dir import save_run_metadata
 from .tracking import JSONLTracker
 
@@ -79,9 +86,7 @@ class Trainer:
         self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
 
         acc = self.accelerator
-        self.data = build_train_data(
-            data, train_tf, self.tokenize, acc.process_index, acc.num_processes, seed=t.seed
-        )
+        self.data = build_train_data(data, train_tf, self.tokenize, acc.process_index, acc.num_processes, seed=t.seed)
         self.dataset, self.loader = self.data.dataset, self.data.loader
         for note in self.data.notes:
             log.warning(note)
@@ -199,7 +204,11 @@ class Trainer:
                 f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
                 f"x {r.train.accumulation_steps} accumulated (GradCache) = {per_step} samples per step",
                 f"  steps: {r.train.steps}"
-                + (f" (~{r.train.steps * per_step / self.data.num_samples:.1f} epochs)" if self.data.num_samples else "")
+                + (
+                    f" (~{r.train.steps * per_step / self.data.num_samples:.1f} epochs)"
+                    if self.data.num_samples
+                    else ""
+                )
                 + f", loss {r.loss.name}",
                 f"  device: {acc.device} ({acc.distributed_type.value}), precision {r.train.precision}",
             ]
@@ -363,13 +372,17 @@ class Trainer:
         if acc.is_main_process:
             write_atomic(
                 self.run_dir / "summary.json",
-                json.dumps({
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "samples_seen": self.samples_seen,
-                    "skipped": dict(sorted(skipped.items())),
-                    "data": self.data.description,
-                }, indent=2) + "\n",
+                json.dumps(
+                    {
+                        "step": self.step,
+                        "epoch": self.epoch,
+                        "samples_seen": self.samples_seen,
+                        "skipped": dict(sorted(skipped.items())),
+                        "data": self.data.description,
+                    },
+                    indent=2,
+                )
+                + "\n",
             )
         records = []
         if self.step >= t.steps:

@@ -29,8 +29,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def img2dataset_shards(corpus: Path, out: Path, n_shards: int, captions: dict[int, str] | None = None,
-                       damage=None) -> list[Path]:
+def img2dataset_shards(
+    corpus: Path, out: Path, n_shards: int, captions: dict[int, str] | None = None, damage=None
+) -> list[Path]:
     """Shards laid out as img2dataset writes them: ``{shard:05d}.tar`` holding ``{key}.jpg``,
     ``{key}.txt`` and ``{key}.json`` (caption, url, key, status), keys ``SSSSSIIII``.
 

@@ -75,10 +75,11 @@ def test_corrupted_csv_corpus_with_two_workers(corpus100, tmp_path):
         if not r["filepath"].startswith("/"):
             r["filepath"] = str(corpus100 / r["filepath"])
     with open(tmp_path / "train.csv", "w") as f:
-        f.write("filepath,title\n" + "".join(f"{r['filepath']},\"{r['title']}\"\n" for r in table))
+        f.write("filepath,title\n" + "".join(f'{r["filepath"]},"{r["title"]}"\n' for r in table))
     # 100 rows / batch 5 = 20 batches: one epoch reads every row once
-    d = run_recipe(corpus100, tmp_path / "run", {"train": str(tmp_path / "train.csv"), "batch_size": 5,
-                                                 "num_workers": 2}, steps=20)
+    d = run_recipe(
+        corpus100, tmp_path / "run", {"train": str(tmp_path / "train.csv"), "batch_size": 5, "num_workers": 2}, steps=20
+    )
     res = train(d, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -28,7 +28,11 @@ def make_source(kind, corpus, tmp_path):
     if kind == "csv":
         return {"train": str(corpus / "train.csv")}
     if kind == "jsonl":
-        return {"train": str(jsonl_file(corpus, tmp_path / "train.jsonl")), "image_key": "image", "caption_key": "captions"}
+        return {
+            "train": str(jsonl_file(corpus, tmp_path / "train.jsonl")),
+            "image_key": "image",
+            "caption_key": "captions",
+        }
     if kind == "folder":
         return {"train": str(class_folder(corpus, tmp_path / "folder")), "caption_template": "a photo of {c}"}
     if kind == "hf":

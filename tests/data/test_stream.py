@@ -22,7 +22,9 @@ def make_shards(sizes, broken=(), source=None):
 
         return read
 
-    return [Shard(f"s{s}", reader(s, n), source=(source or {}).get(s, 0), errors=(OSError,)) for s, n in enumerate(sizes)]
+    return [
+        Shard(f"s{s}", reader(s, n), source=(source or {}).get(s, 0), errors=(OSError,)) for s, n in enumerate(sizes)
+    ]
 
 
 def decode(record, shard, n, epoch):

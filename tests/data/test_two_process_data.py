@@ -15,9 +15,20 @@ from .corpora import img2dataset_shards, rows
 
 def torchrun(recipe_path):
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "mmcl.cli", "train",
-         str(recipe_path)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mmcl.cli",
+            "train",
+            str(recipe_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return res
