@@ -65,6 +65,7 @@ class DataConfig:
     image_key: str | None = None
     caption_key: str | None = None
     label_key: str | None = None  # an integer label column/member (SupCon, probes); optional
+    image2_key: str | None = None  # a second image column/member: paired image modalities
     separator: str = ","  # "\t" for TSV (a .tsv file uses tabs anyway)
     # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
     caption_separator: str | None = None

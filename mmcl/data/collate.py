@@ -9,12 +9,14 @@ import torch
 
 
 class ImageTextCollate:
-    """Batch of dataset items -> {"images", "input_ids", "attention_mask", "index", "skipped"}.
+    """Batch of dataset items -> {"images", "input_ids", "attention_mask", "index", "skipped", "size"}.
 
-    Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``.
+    Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``. A second
+    image per item (``image2``, paired modalities) or a two-view transform's pair of tensors
+    gives ``batch["images2"]``. With ``tokenize=None`` (image-only training) no text is kept.
     """
 
-    def __init__(self, tokenize: Callable[[list[str]], dict]):
+    def __init__(self, tokenize: Callable[[list[str]], dict] | None):
         self.tokenize = tokenize
 
     def __call__(self, items: list) -> dict:
@@ -23,9 +25,17 @@ class ImageTextCollate:
         batch: dict = {"skipped": dict(skipped), "size": len(items)}
         if not items:
             return batch
-        batch["images"] = torch.stack([it["image"] for it in items])
-        batch.update(self.tokenize([it["text"] for it in items]))
+        first = items[0]["image"]
+        if isinstance(first, (list, tuple)):  # views of one image (SimCLR-style two-view transform)
+            batch["images"] = torch.stack([it["image"][0] for it in items])
+            batch["images2"] = torch.stack([it["image"][1] for it in items])
+        else:
+            batch["images"] = torch.stack([it["image"] for it in items])
+        if "image2" in items[0]:
+            batch["images2"] = torch.stack([it["image2"] for it in items])
+        if self.tokenize is not None:
+            batch.update(self.tokenize([it["text"] for it in items]))
         batch["index"] = torch.tensor([it["index"] for it in items])
         if "label" in items[0]:
-            batch["label"] = torch.tensor([it["label"] for it in items])
+            batch["label"] = torch.tensor([it.get("label", -1) for it in items])
         return batch

@@ -70,30 +70,37 @@ class PairedImageTextDataset(MapPairs):
         max_items: int | None = None,
         caption_separator: str | None = None,
         caption_seed: int = 0,
+        image2_key: str | None = None,
+        need_caption: bool = True,
     ):
         self.path = Path(path)
         rows = read_table(self.path, separator)
         if not rows:
             raise ConfigError(f"{self.path}: no rows")
-        required = {"image_key": image_key, "caption_key": caption_key}
-        if label_key is not None:
-            required["label_key"] = label_key
+        required = {"image_key": image_key}
+        for option, column in (
+            ("caption_key", caption_key if need_caption else None),
+            ("label_key", label_key),
+            ("image2_key", image2_key),
+        ):
+            if column is not None:
+                required[option] = column
         check_columns(rows, self.path, required)
         rows = rows[:max_items] if max_items is not None else rows
         self.root = Path(image_root) if image_root else self.path.parent
         self.images = [str(r[image_key]) for r in rows]
-        self.caption_lists = [caption_list(r[caption_key], caption_separator) for r in rows]
+        self.images2 = [str(r[image2_key]) for r in rows] if image2_key is not None else None
+        self.caption_lists = [caption_list(r.get(caption_key), caption_separator) for r in rows]
         self.captions = [c[0] if c else "" for c in self.caption_lists]  # the first caption of each row
         self.labels = [int(r[label_key]) for r in rows] if label_key is not None else None
         self.rows = rows
-        self.make = ItemMaker(transform, seed, caption_seed)
+        self.make = ItemMaker(transform, seed, caption_seed, need_caption)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def record(self, index: int):
-        return (
-            self.root / self.images[index],
-            self.caption_lists[index],
-            None if self.labels is None else self.labels[index],
-        )
+        label = None if self.labels is None else self.labels[index]
+        if self.images2 is not None:
+            return self.root / self.images[index], self.caption_lists[index], label, self.root / self.images2[index]
+        return self.root / self.images[index], self.caption_lists[index], label

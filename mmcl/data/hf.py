@@ -52,9 +52,17 @@ def load_hf(path: str, split: str = "train", streaming: bool = False):
     return ds
 
 
-def resolve_columns(columns: list[str], where: str, image_key, caption_key, label_key, need_caption=True):
-    """Configured column names, or the usual ones; a configured name that is absent fails here."""
-    for option, value in (("image_key", image_key), ("caption_key", caption_key), ("label_key", label_key)):
+def resolve_columns(
+    columns: list[str], where: str, image_key, caption_key, label_key, need_caption=True, image2_key=None
+):
+    """``(image, caption, label, image2)`` column names: the configured ones, or the usual ones; a
+    configured name that is absent fails here, listing the columns."""
+    for option, value in (
+        ("image_key", image_key),
+        ("caption_key", caption_key),
+        ("label_key", label_key),
+        ("image2_key", image2_key),
+    ):
         if value is not None and value not in columns:
             raise ConfigError(
                 f"{where}: column {value!r} (set by data.{option}) not found; available columns: {', '.join(columns)}"
@@ -65,7 +73,7 @@ def resolve_columns(columns: list[str], where: str, image_key, caption_key, labe
     caption_key = caption_key or first_present(columns, CAPTION_COLUMNS)
     if caption_key is None and need_caption:
         raise ConfigError(f"{where}: no caption column; set data.caption_key; available columns: {', '.join(columns)}")
-    return image_key, caption_key, label_key
+    return image_key, caption_key, label_key, image2_key
 
 
 def row_image(value):
@@ -92,21 +100,23 @@ class HFPairs(MapPairs):
         caption_seed: int = 0,
         where: str = "data.train",
         need_caption=True,
+        image2_key=None,
     ):
         self.ds = ds
-        self.image_key, self.caption_key, self.label_key = resolve_columns(
-            ds.column_names, where, image_key, caption_key, label_key, need_caption
-        )
+        self.keys = resolve_columns(ds.column_names, where, image_key, caption_key, label_key, need_caption, image2_key)
         self.make = ItemMaker(transform, seed, caption_seed, need_caption=need_caption)
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def record(self, index: int):
-        return row_record(self.ds[index], self.image_key, self.caption_key, self.label_key)
+        return row_record(self.ds[index], *self.keys)
 
 
-def row_record(row: dict, image_key, caption_key, label_key):
+def row_record(row: dict, image_key, caption_key, label_key, image2_key=None):
+    """``(image, captions, label[, image2])`` of one row."""
     captions = caption_list(row[caption_key]) if caption_key else []
     label = int(row[label_key]) if label_key and row[label_key] is not None else None
+    if image2_key is not None:
+        return row_image(row[image_key]), captions, label, row_image(row[image2_key])
     return row_image(row[image_key]), captions, label

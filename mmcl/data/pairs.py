@@ -30,18 +30,22 @@ SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_s
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """Run a block with torch, Python and NumPy RNGs seeded by ``seed``; restore them afterwards
-    (transforms draw from all three: timm's crops use ``random``, torchvision's flips use torch)."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
+    """Run a block with torch (CPU), Python and NumPy RNGs seeded by ``seed``; restore them afterwards
+    (transforms draw from all three: timm's crops use ``random``, torchvision's flips use torch).
+
+    Uses the CPU generator directly: ``torch.manual_seed`` also queues seeding for every
+    accelerator backend, which costs more than decoding a small image."""
+    gen = torch.default_generator
+    torch_state, py_state, np_state = gen.get_state(), random.getstate(), np.random.get_state()
+    gen.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        gen.set_state(torch_state)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def caption_list(value, separator: str | None = None) -> list[str]:
@@ -75,10 +79,7 @@ class ItemMaker:
             return captions[0] if captions else ""
         return captions[random.Random(_mix(self.caption_seed, epoch, uid, 1)).randrange(len(captions))]
 
-    def __call__(self, image, captions: list[str], label: int | None, uid: int, epoch: int):
-        text = self.caption(captions, uid, epoch)
-        if self.need_caption and not text:
-            return None, "empty_caption"
+    def _pixels(self, image, uid: int, epoch: int, view: int):
         if not isinstance(image, Image.Image):
             image, reason = load_image(image)
             if image is None:
@@ -86,18 +87,33 @@ class ItemMaker:
         else:
             image = image.convert("RGB")
         if self.seed is None:
-            pixels = self.transform(image)
-        else:
-            with seeded(_mix(self.seed, epoch, uid)):
-                pixels = self.transform(image)
+            return self.transform(image), None
+        with seeded(_mix(self.seed, epoch, uid) if view == 0 else _mix(self.seed, epoch, uid, view)):
+            return self.transform(image), None
+
+    def __call__(self, image, captions: list[str], label: int | None, uid: int, epoch: int, image2=None):
+        """``image2``: the paired image of a two-modality record (sketch/photo, RGB/depth, ...),
+        transformed with its own seed, as ``item["image2"]``."""
+        text = self.caption(captions, uid, epoch)
+        if self.need_caption and not text:
+            return None, "empty_caption"
+        pixels, reason = self._pixels(image, uid, epoch, 0)
+        if pixels is None:
+            return None, reason
         item = {"image": pixels, "text": text, "index": uid}
+        if image2 is not None:
+            pixels2, reason = self._pixels(image2, uid, epoch, 2)
+            if pixels2 is None:
+                return None, reason
+            item["image2"] = pixels2
         if label is not None:
             item["label"] = label
         return item
 
 
 class MapPairs(torch.utils.data.Dataset):
-    """Map-style base: subclasses give ``__len__`` and ``record(index) -> (image, captions, label)``.
+    """Map-style base: subclasses give ``__len__`` and ``record(index) -> (image, captions, label)``
+    or ``(image, captions, label, image2)`` for paired image modalities.
 
     ``image`` is a path, a file object, bytes wrapped in ``io.BytesIO``, or a PIL image.
     """
@@ -113,7 +129,7 @@ class MapPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image, captions, label = self.record(index)
+            record = self.record(index)
         except (OSError, ValueError, SyntaxError):  # a row whose stored image cannot be decoded
             return None, "corrupt_image"
-        return self.make(image, captions, label, index, self.epoch)
+        return self.make(*record[:3], index, self.epoch, *record[3:])

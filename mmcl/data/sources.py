@@ -118,10 +118,10 @@ class _WdsDecode:
 
     def __call__(self, record, shard: Shard, n: int, epoch: int):
         key, members = record
-        image, captions, label = self.fields(members)
-        if image is None:
+        image, captions, label, image2 = self.fields(members)
+        if image is None or (self.fields.image2_key and image2 is None):
             return None, "missing_image"
-        return self.make(image, captions, label, record_uid(shard.name, key), epoch)
+        return self.make(image, captions, label, record_uid(shard.name, key), epoch, image2)
 
 
 def _hf_read(ds, num_shards: int, index: int, skip: int):
@@ -134,9 +134,8 @@ class _HFDecode:
         self.keys, self.make = keys, make
 
     def __call__(self, row, shard: Shard, n: int, epoch: int):
-        image, captions, label = row_record(row, *self.keys)
         # a stable id: shard number and row number inside it
-        return self.make(image, captions, label, int(shard.name.split(":")[1]) * 2**40 + n, epoch)
+        return self.make(*row_record(row, *self.keys), int(shard.name.split(":")[1]) * 2**40 + n, epoch)
 
 
 def _no_image_decoding(ds, column: str):
@@ -172,9 +171,11 @@ def build_train_data(
             dataset = FolderPairs(data.train, transform, data.caption_template, aug_seed, need_caption)
         elif kind == "hf":
             ds = load_hf(data.train, data.split)
-            image_key = resolve_columns(ds.column_names, "data.train", data.image_key, None, None, False)[0]
+            keys = resolve_columns(ds.column_names, "data.train", data.image_key, None, None, False, data.image2_key)
+            for column in (keys[0], keys[3]):
+                ds = _no_image_decoding(ds, column) if column else ds
             dataset = HFPairs(
-                _no_image_decoding(ds, image_key),
+                ds,
                 transform,
                 data.image_key,
                 data.caption_key,
@@ -182,6 +183,7 @@ def build_train_data(
                 aug_seed,
                 seed,
                 need_caption=need_caption,
+                image2_key=data.image2_key,
             )
         else:
             p = Path(data.train)
@@ -196,6 +198,8 @@ def build_train_data(
                 seed=aug_seed,
                 caption_separator=data.caption_separator,
                 caption_seed=seed,
+                image2_key=data.image2_key,
+                need_caption=need_caption,
             )
         sampler = ResumableBatchSampler(len(dataset), data.batch_size, rank, world_size, seed=seed)
         loader = torch.utils.data.DataLoader(
@@ -220,7 +224,8 @@ def build_train_data(
         sources = wds_shards(data.train)
         if data.weights is not None and len(data.weights) != len(sources):
             raise ConfigError(f"data.weights has {len(data.weights)} values for {len(sources)} sources in data.train")
-        fields = WdsFields(data.image_key, data.caption_key or "txt", data.label_key)
+        caption_key = (data.caption_key or "txt") if need_caption else data.caption_key
+        fields = WdsFields(data.image_key, caption_key, data.label_key, data.image2_key)
         fields.check([s for shards in sources for s in shards])
         shards = [
             Shard(path, functools.partial(_wds_read, path), source=i, errors=SHARD_ERRORS)
@@ -232,8 +237,11 @@ def build_train_data(
     elif kind == "hf":
         ds = load_hf(data.train, data.split, streaming=True)
         columns = list(ds.features) if ds.features else list(next(iter(ds)).keys())
-        keys = resolve_columns(columns, "data.train", data.image_key, data.caption_key, data.label_key, need_caption)
-        ds = _no_image_decoding(ds, keys[0])
+        keys = resolve_columns(
+            columns, "data.train", data.image_key, data.caption_key, data.label_key, need_caption, data.image2_key
+        )
+        for column in (keys[0], keys[3]):
+            ds = _no_image_decoding(ds, column) if column else ds
         n = ds.num_shards
         shards = [
             Shard(f"hf:{i}", functools.partial(_hf_read, ds, n, i), errors=(OSError, ValueError)) for i in range(n)

@@ -29,3 +29,56 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
         color_jitter=augment.color_jitter or None,
     )
     return train_tf, eval_tf
+
+
+def simclr_transform(
+    size: int,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    min_scale: float = 0.08,
+    jitter_strength: float = 1.0,
+    jitter_prob: float = 0.8,
+    grayscale_prob: float = 0.2,
+    blur_prob: float = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    hflip: float = 0.5,
+) -> Callable:
+    """One SimCLR view (Chen et al. 2020, appendix A): random resized crop (scale ``min_scale``..1),
+    horizontal flip, colour jitter (brightness/contrast/saturation ``0.8 s``, hue ``0.2 s``) applied
+    with probability ``jitter_prob``, grayscale, Gaussian blur (kernel ~10% of the side, sigma in
+    ``blur_sigma``), then normalisation. Defaults are the paper's ImageNet ones; small images
+    (CIFAR-size) usually drop the blur (``blur_prob=0``)."""
+    from torchvision import transforms as T
+
+    s = jitter_strength
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd
+    steps = [
+        T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(hflip),
+        T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_prob),
+        T.RandomGrayscale(grayscale_prob),
+    ]
+    if blur_prob > 0:
+        steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob))
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+class MultiView:
+    """Applies each of ``transforms`` to the same image: a list of views (two for SimCLR/MoCo).
+
+    Example:
+        >>> views = MultiView(simclr_transform(224), simclr_transform(224))
+        >>> a, b = views(image)
+    """
+
+    def __init__(self, *transforms: Callable):
+        if len(transforms) < 2:
+            raise ValueError("MultiView needs at least two transforms (one per view)")
+        self.transforms = transforms
+
+    def __call__(self, image) -> list:
+        return [t(image) for t in self.transforms]
+
+    def __repr__(self) -> str:
+        return f"MultiView({len(self.transforms)} views)"

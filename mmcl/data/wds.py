@@ -82,11 +82,18 @@ class WdsFields:
         caption_key: ``txt`` (every non-empty line is a caption), another extension, or
             ``json:<field>`` for a field of the ``.json`` member (a string or a list).
         label_key: extension of an integer label member (``cls``), optional.
+        image2_key: extension of the paired image of a two-modality sample (``depth.png``), optional.
     """
 
-    def __init__(self, image_key: str | None = None, caption_key: str | None = "txt", label_key: str | None = None):
+    def __init__(
+        self,
+        image_key: str | None = None,
+        caption_key: str | None = "txt",
+        label_key: str | None = None,
+        image2_key: str | None = None,
+    ):
         self.image_exts = tuple(image_key.split(";")) if image_key else DEFAULT_IMAGE_EXTS
-        self.caption_key, self.label_key = caption_key, label_key
+        self.caption_key, self.label_key, self.image2_key = caption_key, label_key, image2_key
 
     def captions(self, fields: dict[str, bytes]) -> list[str]:
         key = self.caption_key
@@ -108,7 +115,7 @@ class WdsFields:
         return [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
 
     def __call__(self, fields: dict[str, bytes]):
-        """``(image file object or None, captions, label or None)``."""
+        """``(image file object or None, captions, label or None, image2 file object or None)``."""
         raw = next((fields[e] for e in self.image_exts if e in fields), None)
         label = None
         if self.label_key is not None and self.label_key in fields:
@@ -116,7 +123,9 @@ class WdsFields:
                 label = int(fields[self.label_key].decode().strip())
             except ValueError:
                 label = None
-        return (io.BytesIO(raw) if raw is not None else None), self.captions(fields), label
+        raw2 = fields.get(self.image2_key) if self.image2_key else None
+        image2 = io.BytesIO(raw2) if raw2 is not None else None
+        return (io.BytesIO(raw) if raw is not None else None), self.captions(fields), label, image2
 
     def check(self, shards: list[str], what: str = "data.train") -> None:
         """Fail at start-up when the first readable sample lacks the configured members."""
@@ -130,6 +139,11 @@ class WdsFields:
                 raise ConfigError(
                     f"{what}: sample {key!r} of {shard} has no image member ({';'.join(self.image_exts)}); "
                     f"its members are: {available}. Set data.image_key to the image extension."
+                )
+            if self.image2_key is not None and self.image2_key not in fields:
+                raise ConfigError(
+                    f"{what}: sample {key!r} of {shard} has no {self.image2_key!r} member (data.image2_key); "
+                    f"its members are: {available}"
                 )
             ck = self.caption_key
             if ck is not None:

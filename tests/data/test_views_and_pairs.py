@@ -1,0 +1,94 @@
+"""SimCLR two-view transform, and records with two images (paired modalities)."""
+
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcl.config import AugmentConfig, DataConfig
+from mmcl.data import ImageTextCollate, PairedImageTextDataset
+from mmcl.data.pairs import ItemMaker, seeded
+from mmcl.data.sources import build_train_data
+from mmcl.data.transforms import MultiView, simclr_transform
+from mmcl.errors import ConfigError
+
+from .corpora import _add, jpeg_bytes, rows
+
+
+def photo(seed=0, size=64):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def test_simclr_views_differ_and_are_reproducible_under_a_seed():
+    views = MultiView(simclr_transform(32), simclr_transform(32))
+    with seeded(1):
+        a, b = views(photo())
+    with seeded(1):
+        a2, b2 = views(photo())
+    assert a.shape == b.shape == (3, 32, 32)
+    assert torch.equal(a, a2) and torch.equal(b, b2)
+    assert not torch.allclose(a, b)
+
+
+def test_simclr_grayscale_and_jitter_rates():
+    """With jitter and blur off and grayscale always on, every view is gray; with the paper's
+    grayscale rate about 20% of views are."""
+    gray = simclr_transform(16, mean=(0, 0, 0), std=(1, 1, 1), grayscale_prob=1.0, jitter_prob=0, blur_prob=0)
+    v = gray(photo())
+    assert torch.allclose(v[0], v[1]) and torch.allclose(v[1], v[2])
+    t = simclr_transform(16, mean=(0, 0, 0), std=(1, 1, 1), jitter_prob=0, blur_prob=0)
+    torch.manual_seed(0)
+    n_gray = sum(bool(torch.allclose((x := t(photo(i)))[0], x[1]) and torch.allclose(x[1], x[2])) for i in range(300))
+    assert 40 <= n_gray <= 80  # 20% of 300 = 60
+
+
+def test_multiview_needs_two_transforms():
+    with pytest.raises(ValueError, match="at least two"):
+        MultiView(simclr_transform(8))
+
+
+def test_collate_stacks_two_views_and_paired_images():
+    make = ItemMaker(MultiView(simclr_transform(16), simclr_transform(16)), seed=0, need_caption=False)
+    items = [make(photo(i), [], i % 2, i, 0) for i in range(4)] + [(None, "corrupt_image")]
+    batch = ImageTextCollate(None)(items)
+    assert batch["images"].shape == batch["images2"].shape == (4, 3, 16, 16)
+    assert batch["skipped"] == {"corrupt_image": 1} and batch["size"] == 4
+    assert batch["label"].tolist() == [0, 1, 0, 1] and "input_ids" not in batch
+
+
+def test_paired_image_columns_in_csv(tiny_corpus, tmp_path):
+    table = rows(tiny_corpus)
+    path = tmp_path / "pairs.csv"
+    with open(path, "w") as f:
+        f.write("photo,sketch\n")
+        for i, r in enumerate(table[:8]):
+            f.write(f"{tiny_corpus / r['filepath']},{tiny_corpus / table[(i + 1) % 8]['filepath']}\n")
+    tf = simclr_transform(16, blur_prob=0)
+    ds = PairedImageTextDataset(
+        path, tf, image_key="photo", caption_key=None, image2_key="sketch", seed=0, need_caption=False
+    )
+    item = ds[0]
+    assert item["image"].shape == item["image2"].shape == (3, 16, 16)
+    with pytest.raises(ConfigError, match="'depth' .*available columns: photo, sketch"):
+        PairedImageTextDataset(path, tf, image_key="photo", caption_key=None, image2_key="depth", need_caption=False)
+
+
+def test_paired_images_in_webdataset_shards(tiny_corpus, tmp_path):
+    table = rows(tiny_corpus)
+    shard = tmp_path / "00000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i, r in enumerate(table[:8]):
+            _add(tar, f"{i:09d}.jpg", jpeg_bytes(tiny_corpus / r["filepath"]))
+            if i != 3:  # one sample lacks its second image: skipped as missing
+                _add(tar, f"{i:09d}.depth.png", (tiny_corpus / r["filepath"]).read_bytes())
+    cfg = DataConfig(train=str(shard), image2_key="depth.png", batch_size=4, augment=AugmentConfig(enabled=False))
+    tf = simclr_transform(16, blur_prob=0)
+    data = build_train_data(cfg, tf, None, need_caption=False)
+    data.start_epoch(0, 0, {})
+    batches = list(data.loader)
+    assert sum(b["size"] for b in batches) == 7
+    assert sum(b["skipped"].get("missing_image", 0) for b in batches) == 1
+    assert batches[0]["images2"].shape == (4, 3, 16, 16)
