@@ -291,6 +291,8 @@ def _parser() -> argparse.ArgumentParser:
         help="folders: caption each image with its class name in this template (default 'a photo of a {c}.'); "
         "'' writes no caption",
     )
+    cv.add_argument("--image-root", help="base folder for relative image paths (default: the file's folder)")
+    cv.add_argument("--caption-separator", help="split each caption cell on this into several captions ('|')")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
     ins = dsub.add_parser(
         "inspect",
@@ -452,6 +454,8 @@ def _data(args, parser) -> int:
             args.label_key,
             args.caption_template or None,
             progress=not args.no_progress,
+            image_root=args.image_root,
+            caption_separator=args.caption_separator,
         )
         skipped = ", ".join(f"{k}={v}" for k, v in stats["skipped"].items()) or "none"
         print(f"wrote {stats['samples']} samples in {stats['shards']} shards to {args.out} (skipped: {skipped})")

@@ -36,6 +36,6 @@ class ImageTextCollate:
         if self.tokenize is not None:
             batch.update(self.tokenize([it["text"] for it in items]))
         batch["index"] = torch.tensor([it["index"] for it in items])
-        if "label" in items[0]:
+        if any("label" in it for it in items):
             batch["label"] = torch.tensor([it.get("label", -1) for it in items])
         return batch

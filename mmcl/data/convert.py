@@ -6,8 +6,9 @@ label) and ``{key}.cls`` when it has a label. Keys are ``SSSSSIIII`` (shard, ind
 img2dataset writes them. Next to the shards: ``sizes.json`` (samples per shard, which open_clip
 reads) and ``stats.json`` (totals and skips).
 
-Images that cannot be decoded, missing files and images without a caption are skipped and
-counted, never written. Shards are written to a temporary name and renamed when complete.
+Images that cannot be decoded, missing or unreadable files and images without a caption are
+skipped and counted, never written. Line breaks inside a caption become spaces (``.txt`` holds one
+caption per line). Shards are written to a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .images import load_image
+from .pairs import caption_list
 
 KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
-def _records(src: str, kind: str, image_key, caption_key, label_key, caption_template):
+def _records(
+    src: str, kind: str, image_key, caption_key, label_key, caption_template, image_root=None, caption_separator=None
+):
     """(path, captions, label) per image."""
     from ..eval.datasets import FolderImages, TableImages
 
@@ -39,8 +43,11 @@ def _records(src: str, kind: str, image_key, caption_key, label_key, caption_tem
             caption_key or "title",
             label_key,
             "\t" if p.suffix == ".tsv" else ",",
+            image_root,
         )
         for image, captions, label in zip(table.images, table.captions, table.labels):
+            if caption_separator:
+                captions = [c for cell in captions for c in caption_list(cell, caption_separator)]
             yield table.root / image, captions, (label if label >= 0 else None)
     elif kind == "folder":
         folder = FolderImages(p)
@@ -84,6 +91,13 @@ class _ShardWriter:
         self.count += 1
         return key
 
+    def abort(self) -> None:
+        """Remove the shard being written (an error stopped the conversion)."""
+        if self.tar is not None:
+            self.tar.close()
+            self.tmp.unlink(missing_ok=True)
+            self.tar = None
+
     def close(self) -> None:
         if self.tar is not None:
             self.tar.close()
@@ -102,6 +116,8 @@ def convert_to_wds(
     label_key: str | None = None,
     caption_template: str | None = "a photo of a {c}.",
     progress: bool = True,
+    image_root: str | None = None,
+    caption_separator: str | None = None,
 ) -> dict:
     """Write shards of ``src`` into ``out``; returns the statistics also saved as ``stats.json``."""
     from .sources import detect_source
@@ -109,22 +125,47 @@ def convert_to_wds(
     if shard_size < 1 or shard_size > 9999:
         raise ConfigError(f"--shard-size must be in 1..9999 (keys hold 4 digits per shard), got {shard_size}")
     kind = detect_source(src) if kind == "auto" else kind
-    records = list(_records(src, kind, image_key, caption_key, label_key, caption_template))
+    records = list(
+        _records(src, kind, image_key, caption_key, label_key, caption_template, image_root, caption_separator)
+    )
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     if any(outdir.glob("*.tar")):
         raise ConfigError(f"{out} already holds shards; choose an empty folder")
     writer, skipped = _ShardWriter(outdir, shard_size), Counter()
     need_caption = kind != "folder" or bool(caption_template)
+    try:
+        _write_all(records, writer, skipped, need_caption, progress)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    stats = {
+        "source": str(src),
+        "kind": kind,
+        "samples": sum(writer.sizes.values()),
+        "shards": len(writer.sizes),
+        "skipped": dict(sorted(skipped.items())),
+    }
+    (outdir / "sizes.json").write_text(json.dumps(writer.sizes, indent=1) + "\n")
+    (outdir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def _write_all(records, writer: _ShardWriter, skipped: Counter, need_caption: bool, progress: bool) -> None:
     for path, captions, label in tqdm(records, desc="convert", unit="img", disable=not progress):
         if need_caption and not captions:
             skipped["empty_caption"] += 1
             continue
         try:
             raw = Path(path).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             skipped["missing_image"] += 1
             continue
+        except OSError:  # permissions, I/O errors
+            skipped["unreadable_file"] += 1
+            continue
+        captions = [" ".join(c.split()) for c in captions]  # one caption per .txt line
         image, reason = load_image(io.BytesIO(raw))
         if image is None:
             skipped[reason] += 1
@@ -143,17 +184,6 @@ def convert_to_wds(
         meta["key"] = key
         # the json is written last; its key is known once the sample has a slot
         _add(writer.tar, f"{key}.json", json.dumps(meta).encode())
-    writer.close()
-    stats = {
-        "source": str(src),
-        "kind": kind,
-        "samples": sum(writer.sizes.values()),
-        "shards": len(writer.sizes),
-        "skipped": dict(sorted(skipped.items())),
-    }
-    (outdir / "sizes.json").write_text(json.dumps(writer.sizes, indent=1) + "\n")
-    (outdir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    return stats
 
 
 def _image_format(raw: bytes) -> str | None:

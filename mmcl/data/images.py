@@ -5,7 +5,8 @@ from __future__ import annotations
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
+# DecompressionBombError (an absurdly large image) is not an OSError
+BAD_IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def load_image(source) -> tuple[Image.Image | None, str | None]:
@@ -17,7 +18,7 @@ def load_image(source) -> tuple[Image.Image | None, str | None]:
     try:
         with Image.open(source) as im:
             return im.convert("RGB"), None
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return None, "missing_image"
     except BAD_IMAGE_ERRORS:
         return None, "corrupt_image"

@@ -25,7 +25,8 @@ from PIL import Image
 from .images import load_image
 
 # Reasons a sample can be skipped; counted per reason.
-SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard")
+# ``small_batch``: usable samples dropped with a batch that had < 2 usable samples on some rank.
+SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard", "small_batch")
 
 
 @contextlib.contextmanager

@@ -121,12 +121,18 @@ class _WdsDecode:
         image, captions, label, image2 = self.fields(members)
         if image is None or (self.fields.image2_key and image2 is None):
             return None, "missing_image"
-        return self.make(image, captions, label, record_uid(shard.name, key), epoch, image2)
+        return self.make(image, captions, label, record_uid(shard.name, key, shard.source), epoch, image2)
 
 
 def _hf_read(ds, num_shards: int, index: int, skip: int):
+    """Rows of one shard. Iterated in batches: plain iteration inside a dataloader worker would
+    split the (single-shard) part again among the workers and leave all but one empty."""
     part = ds.shard(num_shards, index)
-    return iter(part.skip(skip) if skip else part)
+    part = part.skip(skip) if skip else part
+    for rows in part.iter(batch_size=64):
+        columns = list(rows)
+        for values in zip(*(rows[c] for c in columns)):
+            yield dict(zip(columns, values))
 
 
 class _HFDecode:
@@ -134,8 +140,9 @@ class _HFDecode:
         self.keys, self.make = keys, make
 
     def __call__(self, row, shard: Shard, n: int, epoch: int):
+        record = row_record(row, *self.keys)
         # a stable id: shard number and row number inside it
-        return self.make(*row_record(row, *self.keys), int(shard.name.split(":")[1]) * 2**40 + n, epoch)
+        return self.make(*record[:3], int(shard.name.split(":")[1]) * 2**40 + n, epoch, *record[3:])
 
 
 def _no_image_decoding(ds, column: str):
@@ -226,7 +233,8 @@ def build_train_data(
             raise ConfigError(f"data.weights has {len(data.weights)} values for {len(sources)} sources in data.train")
         caption_key = (data.caption_key or "txt") if need_caption else data.caption_key
         fields = WdsFields(data.image_key, caption_key, data.label_key, data.image2_key)
-        fields.check([s for shards in sources for s in shards])
+        for shards in sources:
+            fields.check(shards)
         shards = [
             Shard(path, functools.partial(_wds_read, path), source=i, errors=SHARD_ERRORS)
             for i, paths in enumerate(sources)

@@ -6,8 +6,10 @@ own shards, so no sample is read twice in an epoch.
 
 Finite mode (default): each epoch the shards are permuted by (seed, epoch) and dealt round-robin
 to the readers. An epoch ends, for every rank together, when the first rank runs out of data (the
-trainer checks this each step), so the last few batches of the other ranks are not used: at most
-one batch per reader.
+trainer checks this each step). What the other ranks have not read by then is not used in that
+epoch: about one batch per reader when shards are equal and divide evenly among the readers, up
+to a shard's worth per reader otherwise (use a shard count that is a multiple of processes x
+workers).
 
 Resampled mode (``resampled=True``): every reader draws shards with replacement, by source weight,
 from its own seeded stream; the trainer ends an epoch after ``epoch_size`` samples.
@@ -31,6 +33,7 @@ trained on, and saves them in checkpoints. On resume:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,6 +41,8 @@ import numpy as np
 import torch
 
 log = logging.getLogger("mmcl")
+
+MAX_BAD_RUN = 10_000  # unusable samples in a row before a reader gives up (a wrong source, not bad luck)
 
 
 @dataclass
@@ -137,7 +142,7 @@ class StreamDataset(torch.utils.data.IterableDataset):
         A full batch is held until the next usable sample turns up, so the skipped samples and
         finished shards in between travel with it: when the data ends on a full batch, the last
         batch still reports every skip of the epoch."""
-        items, position, usable = [], {}, 0
+        items, position, usable, bad_run = [], {}, 0, 0
         for shard, start, order_seed, where in work:
             done = start
             for n, record in self._records(shard, start, order_seed):
@@ -145,6 +150,13 @@ class StreamDataset(torch.utils.data.IterableDataset):
                     items.append((None, "unreadable_shard"))
                     break
                 item = self.decode(record, shard, n, self.epoch)
+                bad_run = 0 if isinstance(item, dict) else bad_run + 1
+                if bad_run > MAX_BAD_RUN:
+                    reasons = Counter(it[1] for it in items if isinstance(it, tuple))
+                    raise RuntimeError(
+                        f"{MAX_BAD_RUN} samples in a row could not be used (last shard {shard.name}; "
+                        f"{dict(reasons)}): check data.image_key / data.caption_key and the data"
+                    )
                 if isinstance(item, dict) and usable == self.batch_size:
                     yield self._emit(items, position)
                     items, position, usable = [], {}, 0
@@ -205,10 +217,26 @@ class StreamDataset(torch.utils.data.IterableDataset):
         return self._batches(work())
 
 
+def _further(a, b) -> bool:
+    """Is read position ``a`` further on than ``b``? Finite: an int (-1 = finished); resampled:
+    ``[draw, samples read in that draw]``."""
+    if b is None:
+        return True
+    if isinstance(a, list):
+        return tuple(a) > tuple(b)
+    return b != -1 and (a == -1 or a > b)
+
+
 def merge_positions(into: dict, position: dict) -> None:
-    """Fold one batch's ``position`` into the running epoch progress."""
+    """Fold a ``position`` (one batch's, or another rank's progress) into ``into``: per key the
+    furthest position wins, so merging is order-free and a stale copy never moves a shard back.
+    A different reader layout in resampled mode drops the old readers' keys."""
+    readers = position.get("readers")
+    if readers is not None and into.get("readers") not in (None, readers):
+        for key in [k for k in into if k.startswith("r") and k != "readers"]:
+            del into[key]
     for key, value in position.items():
-        if key == "readers" or key.startswith("r"):
+        if key == "readers":
             into[key] = value
-        elif into.get(key) != -1:
+        elif _further(value, into.get(key)):
             into[key] = value

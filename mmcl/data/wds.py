@@ -23,6 +23,7 @@ from ..errors import ConfigError
 # Errors that mean "this shard cannot be read (any further)".
 SHARD_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+COMPRESSED = (".gz", ".tgz", ".bz2", ".xz")
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:
@@ -43,7 +44,9 @@ def iter_tar_records(path: str, skip: int = 0) -> Iterator[tuple[str, dict[str, 
     """``(key, {extension: bytes})`` per sample of one shard, in file order.
 
     The first ``skip`` samples are passed over without reading their data (resume). Raises one of
-    ``SHARD_ERRORS`` when the file is not a readable tar, or breaks part-way.
+    ``SHARD_ERRORS`` when the file is not a readable tar, or breaks part-way; a plain tar cut off
+    at a member boundary (no end-of-archive blocks) counts as broken and its last, possibly
+    incomplete, sample is not yielded.
     """
     with tarfile.open(path) as tar:
         current, fields, n = None, {}, 0
@@ -63,13 +66,18 @@ def iter_tar_records(path: str, skip: int = 0) -> Iterator[tuple[str, dict[str, 
                 current, fields = key, {}
             if n >= skip:
                 fields[ext.lower()] = tar.extractfile(member).read()
+        if not str(path).endswith(COMPRESSED) and os.path.getsize(path) - tar.offset < 1024:
+            raise tarfile.ReadError(f"{path}: truncated (no end-of-archive marker)")
         if current is not None and n >= skip:
             yield current, fields
 
 
-def record_uid(shard: str, key: str) -> int:
-    """A stable 63-bit id for a sample (shard file name + key): its ``index`` in batches."""
-    digest = hashlib.blake2b(f"{os.path.basename(shard)}/{key}".encode(), digest_size=8).digest()
+def record_uid(shard: str, key: str, source: int = 0) -> int:
+    """A stable 63-bit id for a sample: its ``index`` in batches, and the seed of its augmentation.
+    Made of the source's position in ``data.train``, the shard's file name and the sample key, so
+    two sources with img2dataset's identical shard names do not collide, and moving the data does
+    not change it."""
+    digest = hashlib.blake2b(f"{source}/{os.path.basename(shard)}/{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
@@ -128,7 +136,8 @@ class WdsFields:
         return (io.BytesIO(raw) if raw is not None else None), self.captions(fields), label, image2
 
     def check(self, shards: list[str], what: str = "data.train") -> None:
-        """Fail at start-up when the first readable sample lacks the configured members."""
+        """Fail at start-up when the first readable sample of ``shards`` (one source) lacks the
+        configured members."""
         for shard in shards[:8]:
             try:
                 key, fields = next(iter_tar_records(shard))

@@ -251,8 +251,9 @@ class Trainer:
         every rank as soon as one rank runs out (or after ``epoch_batches`` in resampled mode)."""
         acc, data = self.accelerator, self.data
         while True:
+            fresh_epoch = self.batch_in_epoch == 0 and not self.stream_progress
             data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress)
-            batches = iter(self.loader)
+            batches, used = iter(self.loader), 0
             while True:
                 if data.epoch_batches is not None and self.batch_in_epoch >= data.epoch_batches:
                     break
@@ -267,7 +268,17 @@ class Trainer:
                 if "position" in batch:
                     merge_positions(self.stream_progress, batch["position"])
                 if flags[1] == 0:
+                    used += 1
                     yield {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                elif batch["size"]:
+                    # some rank's batch had < 2 usable samples: every rank drops its batch together
+                    self.skipped["small_batch"] += batch["size"]
+            if used == 0 and fresh_epoch:
+                skipped = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or "none"
+                raise TrainingError(
+                    f"epoch {self.epoch} gave no batch with 2 or more usable samples (skipped so far: {skipped}); "
+                    "check data.train and its keys, or lower data.batch_size"
+                )
             self.epoch, self.batch_in_epoch, self.stream_progress = self.epoch + 1, 0, {}
 
     def run_eval(self) -> list[dict]:

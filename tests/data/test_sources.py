@@ -1,6 +1,7 @@
 """Every training source trains through a recipe with 2 dataloader workers; wrong keys fail at start-up."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -14,7 +15,7 @@ from .corpora import class_folder, hf_dataset, img2dataset_shards, jsonl_file
 
 
 def recipe(corpus, out, data: dict, **train):
-    d = tiny_recipe_dict(corpus, out, steps=2, checkpoint_every=100, record_samples=True, **train)
+    d = tiny_recipe_dict(corpus, out, **{"steps": 2, "checkpoint_every": 100, "record_samples": True, **train})
     d["eval"]["datasets"] = []
     d["data"].update({"num_workers": 2, **data})
     return recipe_from_dict(d)
@@ -108,3 +109,75 @@ def test_weights_need_resampled_mode(tiny_corpus, tmp_path):
         recipe(tiny_corpus, tmp_path / "run", {**source, "weights": [1.0]})
     with pytest.raises(ConfigError, match="needs data.epoch_size"):
         recipe(tiny_corpus, tmp_path / "run", {**source, "resampled": True})
+
+
+def test_streaming_hf_shards_are_all_read_by_two_workers(tiny_corpus, tmp_path):
+    import datasets
+
+    from mmcl.config import AugmentConfig, DataConfig
+    from mmcl.data.sources import build_train_data
+
+    from .corpora import rows
+
+    table = rows(tiny_corpus)
+    out = tmp_path / "pq"
+    out.mkdir()
+    for part in range(4):  # 4 parquet files: 4 stream shards for 2 workers
+        chunk = table[part * 12 : (part + 1) * 12]
+        datasets.Dataset.from_dict(
+            {"image": [str(tiny_corpus / r["filepath"]) for r in chunk], "caption": [r["title"] for r in chunk]}
+        ).cast_column("image", datasets.Image()).to_parquet(str(out / f"train-{part}.parquet"))
+    cfg = DataConfig(train=str(out), streaming=True, batch_size=5, num_workers=2, augment=AugmentConfig(enabled=False))
+    from torchvision import transforms
+
+    data = build_train_data(cfg, transforms.ToTensor(), lambda texts: {}, seed=0)
+    assert "4 shards" in data.description
+    data.start_epoch(0, 0, {})
+    ids = [i for b in data.loader for i in b["index"].tolist()]
+    assert len(ids) == 48 and len(set(ids)) == 48
+
+
+def test_truncated_tar_counts_as_unreadable_and_sources_do_not_share_ids(tiny_corpus, tmp_path):
+    from mmcl.config import AugmentConfig, DataConfig
+    from mmcl.data.sources import build_train_data
+    from mmcl.data.wds import record_uid
+
+    shards = img2dataset_shards(tiny_corpus, tmp_path / "s", 2)
+    data = shards[1].read_bytes()
+    shards[1].write_bytes(data[: 512 * 30])  # cut at a member boundary: tarfile itself stops quietly
+    assert record_uid(str(shards[0]), "000000000", 0) != record_uid(str(shards[0]), "000000000", 1)
+    from torchvision import transforms
+
+    cfg = DataConfig(train=[str(shards[0]), str(shards[1])], batch_size=4, augment=AugmentConfig(enabled=False))
+    built = build_train_data(cfg, transforms.ToTensor(), lambda texts: {}, seed=0)
+    built.start_epoch(0, 0, {})
+    batches = list(built.loader)
+    skipped = Counter()
+    for b in batches:
+        skipped.update(b["skipped"])
+    assert skipped["unreadable_shard"] == 1
+    assert 24 < sum(b["size"] for b in batches) < 48
+
+
+def test_a_batch_too_small_to_train_is_dropped_and_counted(tiny_corpus, tmp_path):
+    path = tmp_path / "train.csv"
+    lines = (tiny_corpus / "train.csv").read_text().splitlines()
+    lines[1] = "train/nowhere.png," + lines[1].split(",", 1)[1]  # row 0: missing image
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    # 48 rows / batch 2 = 24 batches; the one holding row 0 has 1 usable sample and is dropped
+    data = {"train": str(path), "batch_size": 2, "num_workers": 0, "image_root": str(tiny_corpus)}
+    r = recipe(tiny_corpus, out, data, steps=23)
+    mmcl.Trainer(r).fit()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == {"missing_image": 1, "small_batch": 1}
+    assert summary["epoch"] == 0
+
+
+def test_an_epoch_without_usable_batches_stops_the_run(tiny_corpus, tmp_path):
+    from mmcl.train.trainer import TrainingError
+
+    path = tmp_path / "train.csv"
+    path.write_text("filepath,title\n" + "".join(f"missing{i}.png,a caption\n" for i in range(16)))
+    with pytest.raises(TrainingError, match="no batch with 2 or more usable samples.*missing_image=16"):
+        mmcl.Trainer(recipe(tiny_corpus, tmp_path / "run", {"train": str(path), "num_workers": 0})).fit()

@@ -120,3 +120,29 @@ def test_resampled_mode_mixes_sources_by_weight_and_resumes_exactly():
     first, progress, _ = run(stream(shards, resampled=True, weights=[0.8, 0.2]), limit=5)
     rest = run(stream(shards, resampled=True, weights=[0.8, 0.2]), progress=progress, limit=7)[0]
     assert first + rest == full
+
+
+def test_merging_positions_keeps_the_furthest_whatever_the_order():
+    """Each rank holds a copy of the progress after a resume; a stale copy must not move a shard back."""
+    fresh, stale = {"3": 80, "4": -1, "r0": [2, 5], "readers": 2}, {"3": 50, "4": 30, "r0": [1, 90], "readers": 2}
+    for parts in ([fresh, stale], [stale, fresh]):
+        into = {}
+        for p in parts:
+            merge_positions(into, p)
+        assert into == fresh
+    into = {"r0": [3, 1], "r1": [2, 2], "readers": 2}
+    merge_positions(into, {"r0": [0, 4], "readers": 3})  # a new layout replaces the old readers' keys
+    assert into == {"r0": [0, 4], "readers": 3}
+
+
+def test_a_reader_gives_up_on_a_source_with_no_usable_samples(monkeypatch):
+    import mmcl.data.stream as stream_module
+
+    monkeypatch.setattr(stream_module, "MAX_BAD_RUN", 50)
+
+    def bad(record, shard, n, epoch):
+        return None, "missing_image"
+
+    ds = StreamDataset(make_shards([100]), bad, collate, batch_size=5)
+    with pytest.raises(RuntimeError, match="50 samples in a row could not be used.*missing_image"):
+        run(ds)
