@@ -194,6 +194,11 @@ def build_train_data(
             )
         else:
             p = Path(data.train)
+            if not p.is_file():
+                raise ConfigError(
+                    f"data.source is {kind!r} but data.train={data.train!r} is not a file; "
+                    f"set data.source to auto or one of: {', '.join(SOURCES[1:])}"
+                )
             dataset = PairedImageTextDataset(
                 data.train,
                 transform=transform,
