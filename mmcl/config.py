@@ -89,6 +89,12 @@ class VisionConfig:
     weights: str | None = None  # local weights file (.safetensors/.pth); random init when unset
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     image_size: int | None = None  # input side; default: the model's own (img_size for ViTs)
+    # LiT-style locking: freeze the tower, except its last `unlocked_groups` layer groups (timm's
+    # group_matcher: stem, blocks/stages, final norm); locked BatchNorm keeps its statistics frozen
+    lock: bool = False
+    unlocked_groups: int = 0
+    grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% more compute)
+    patch_dropout: float = 0.0  # FLIP: drop this fraction of patch tokens while training (ViTs only)
 
 
 @dataclass
@@ -98,6 +104,9 @@ class TextConfig:
     tokenizer: str | None = None  # local tokenizer directory (defaults to ``path``)
     pooler: Literal["mean", "cls"] = "mean"
     max_length: int = 32
+    lock: bool = False  # freeze the tower (embeddings and layers) except its last `unlocked_layers`
+    unlocked_layers: int = 0
+    grad_checkpointing: bool = False
 
 
 @dataclass
@@ -140,6 +149,12 @@ class TrainConfig:
     stop_at_step: int | None = None  # stop early (as if interrupted); the schedule still spans steps
     # write every step's sample ids (all ranks) to RUN_DIR/samples.jsonl: audits data order and resume
     record_samples: bool = False
+    compile: bool = False  # torch.compile the model (first steps are slower while it compiles)
+    channels_last: bool = False  # channels-last memory format for the vision tower and images
+    fused_adamw: bool | None = None  # None: fused where it runs (GPU); true/false to force
+    ema_decay: float | None = None  # keep an EMA of the weights (e.g. 0.999); evaluation then uses it
+    max_bad_steps: int = 5  # non-finite loss/gradient steps in a row before the run stops
+    peak_flops: float | None = None  # per device, for MFU; default: measured (CPU) or the GPU's spec
     trackers: list[Literal["jsonl", "tensorboard"]] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     progress: bool = True
 
@@ -476,6 +491,8 @@ def validate(recipe: Recipe) -> None:
         )
 
     _check(t.steps > 0, f"train.steps must be > 0, got {t.steps}")
+    _check(t.ema_decay is None or 0 < t.ema_decay < 1, f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
+    _check(t.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {t.max_bad_steps}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _check(
@@ -540,9 +557,12 @@ def _check_vision(v: VisionConfig) -> None:
         )
     if v.weights is not None:
         _check(Path(resolve_path(v.weights)).is_file(), f"model.vision.weights: file not found: {v.weights}")
+    _check(0 <= v.patch_dropout < 1, f"model.vision.patch_dropout must be in [0, 1), got {v.patch_dropout}")
+    _check(v.unlocked_groups >= 0, f"model.vision.unlocked_groups must be >= 0, got {v.unlocked_groups}")
 
 
 def _check_text(t: TextConfig) -> None:
+    _check(t.unlocked_layers >= 0, f"model.text.unlocked_layers must be >= 0, got {t.unlocked_layers}")
     _check(
         (t.path is None) != (t.config is None),
         "model.text: give exactly one of 'path' (a local pretrained model directory) or 'config' "

@@ -12,8 +12,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
     Every epoch draws ``randperm(n)`` from ``(seed, epoch)``; global batch ``b`` is the slice
     ``[b * B * W, (b + 1) * B * W)`` and rank ``r`` takes its ``r``-th block of ``B``. So ranks see
     disjoint samples, the order does not depend on the number of dataloader workers, and a resume
-    at ``(epoch, start_batch)`` continues with exactly the next unseen batch. The incomplete last
-    global batch is dropped (contrastive losses need equal batches on every rank).
+    at ``(epoch, start_batch)`` continues with exactly the next unseen batch. ``start_sample``
+    shifts the batches to start at that sample of the permutation: a resume with another number
+    of processes (or batch size) continues at the same sample. The incomplete last global batch is
+    dropped (contrastive losses need equal batches on every rank).
     """
 
     def __init__(
@@ -28,12 +30,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.seed, self.shuffle = seed, shuffle
         self.epoch = 0
         self.start_batch = 0
+        self.start_sample = 0
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, start_sample: int = 0) -> None:
+        self.epoch, self.start_batch, self.start_sample = epoch, start_batch, start_sample
 
     def __len__(self) -> int:
-        return self.num_samples // (self.batch_size * self.world_size) - self.start_batch
+        return (self.num_samples - self.start_sample) // (self.batch_size * self.world_size) - self.start_batch
 
     def __iter__(self):
         if self.shuffle:
@@ -42,6 +45,6 @@ class ResumableBatchSampler(Sampler[list[int]]):
         else:
             order = list(range(self.num_samples))
         global_batch = self.batch_size * self.world_size
-        for b in range(self.start_batch, self.num_samples // global_batch):
-            start = b * global_batch + self.rank * self.batch_size
+        for b in range(self.start_batch, (self.num_samples - self.start_sample) // global_batch):
+            start = self.start_sample + b * global_batch + self.rank * self.batch_size
             yield order[start : start + self.batch_size]

@@ -100,9 +100,9 @@ class TrainData:
     def streaming(self) -> bool:
         return self.sampler is None
 
-    def start_epoch(self, epoch: int, batch_in_epoch: int, progress: dict) -> None:
+    def start_epoch(self, epoch: int, batch_in_epoch: int, progress: dict, sample_offset: int = 0) -> None:
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch, batch_in_epoch)
+            self.sampler.set_epoch(epoch, batch_in_epoch, sample_offset)
             self.dataset.set_epoch(epoch)
         else:
             self.dataset.set_epoch(epoch, progress)

@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from ..config import TextConfig, resolve_path
 from ..errors import ConfigError
+from .lock import lock_hf
 
 
 def text_model_config(cfg: TextConfig) -> PretrainedConfig:
@@ -47,6 +48,14 @@ class HFTextTower(nn.Module):
             self.transformer.pooler = None
         self.pooler = cfg.pooler
         self.num_features = self.transformer.config.hidden_size
+        if cfg.grad_checkpointing:
+            model = self.transformer
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.lock:
+            lock_hf(self.transformer, cfg.unlocked_layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

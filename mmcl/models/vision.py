@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import VisionConfig, resolve_path
 from ..errors import ConfigError
+from .lock import lock_timm
 
 
 class TimmVisionTower(nn.Module):
@@ -19,15 +20,25 @@ class TimmVisionTower(nn.Module):
     def __init__(self, cfg: VisionConfig, load_weights: bool = True):
         super().__init__()
         kwargs = dict(cfg.kwargs)
+        if cfg.patch_dropout:
+            kwargs["patch_drop_rate"] = cfg.patch_dropout
         if cfg.weights is not None and load_weights:
             # timm reads the local file (safetensors or a state dict loaded with weights_only=True).
             kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": resolve_path(cfg.weights)})
         try:
             self.trunk = timm.create_model(cfg.name, num_classes=0, **kwargs)
         except TypeError as e:
+            if cfg.patch_dropout and "patch_drop_rate" in str(e):
+                raise ConfigError(
+                    f"model.vision.patch_dropout needs a ViT-style timm model with patch tokens; {cfg.name!r} has none"
+                ) from None
             raise ConfigError(
                 f"model.vision.kwargs {cfg.kwargs} not accepted by timm model {cfg.name!r}: {e}"
             ) from None
+        if cfg.grad_checkpointing:
+            self.trunk.set_grad_checkpointing(True)
+        if cfg.lock:
+            lock_timm(self.trunk, cfg.unlocked_groups)
         self.num_features = self.trunk.num_features
         self.image_size = cfg.image_size
 

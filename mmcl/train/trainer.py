@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
@@ -36,11 +36,10 @@ from .checkpoint import (
 from .grad_cache import grad_cache_backward
 from .optim import create_optimizer, create_scheduler
 from .run_dir import save_run_metadata
+from .throughput import Throughput
 from .tracking import JSONLTracker
 
 log = logging.getLogger("mmcl")
-
-MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run stops
 
 
 class TrainingError(RuntimeError):
@@ -64,6 +63,9 @@ class Trainer:
                 "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
             )
         trackers = [JSONLTracker(self.run_dir) if name == "jsonl" else name for name in t.trackers]
+        # Accelerate keeps one global state per process; a second Trainer in the same process (a
+        # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[t.precision],
             # Accelerate only sets up multi-process CPU training (gloo) when told it runs on CPU.
@@ -91,13 +93,24 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        optimizer = create_optimizer(self.model, t)
+        if t.channels_last:
+            self.model.vision.to(memory_format=torch.channels_last)
+        optimizer = create_optimizer(self.model, t, acc.device)
         self.scheduler = create_scheduler(optimizer, t)
+        if t.compile:
+            self.model.compile()  # in place: parameter names and checkpoints are unchanged
         # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would
         # step it once per process).
         self.model, self.optimizer = acc.prepare(self.model, optimizer)
+        self.ema = None
+        if t.ema_decay is not None:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.unwrapped, decay=t.ema_decay)
+        self.throughput = Throughput(self.unwrapped, acc, t)
 
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.sample_offset = 0  # map-style: samples of the epoch before batch 0 (after a resize)
         self.stream_progress: dict = {}  # streams: read position of this epoch (see mmcl.data.stream)
         self.skipped: Counter = Counter()
         self.samples_seen = 0
@@ -111,14 +124,22 @@ class Trainer:
     def _commit_position(self) -> None:
         """Record the data position of the last completed step: an interruption while the next
         micro-batches are being read must not skip them on resume."""
-        self._position = (self.epoch, self.batch_in_epoch, dict(self.skipped), dict(self.stream_progress))
+        self._position = (
+            self.epoch,
+            self.batch_in_epoch,
+            dict(self.skipped),
+            dict(self.stream_progress),
+            self.sample_offset,
+        )
 
     def _state(self) -> dict:
-        epoch, batch_in_epoch, skipped, progress = self._position
+        epoch, batch_in_epoch, skipped, progress, offset = self._position
+        global_batch = self.accelerator.num_processes * self.recipe.data.batch_size
         return {
             "step": self.step,
             "epoch": epoch,
             "batch_in_epoch": batch_in_epoch,
+            "epoch_samples": offset + batch_in_epoch * global_batch,
             "samples_seen": self.samples_seen,
             "skipped": skipped,
             "stream_progress": progress,
@@ -126,6 +147,9 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),  # e.g. a MoCo key queue
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
+            # the data layout the position was counted in (resume may use another world size)
+            "world_size": self.accelerator.num_processes,
+            "batch_size": self.recipe.data.batch_size,
         }
 
     def save(self) -> Path | None:
@@ -133,7 +157,10 @@ class Trainer:
         path = None
         self.accelerator.wait_for_everyone()
         state = self._state()
+        if self.ema is not None:
+            state["ema"] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
         if self.accelerator.num_processes > 1:
+            state["rng_ranks"] = gather_object([state["rng"]])
             # Each rank knows its own readers' positions and skip counts; the checkpoint keeps all.
             ranks = gather_object([(state["stream_progress"], state["skipped"])])
             state["stream_progress"], skipped = {}, Counter()
@@ -154,8 +181,26 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state.get("loss", {}))
-        set_rng_state(state["rng"])
+        acc = self.accelerator
+        ranks = state.get("rng_ranks")
+        same_layout = state.get("world_size", 1) == acc.num_processes
+        set_rng_state(ranks[acc.process_index] if ranks and same_layout else state["rng"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        # The data position in samples of the epoch's permutation; with another world size or
+        # batch size the run continues at the same sample.
+        saved_global = state.get("world_size", 1) * state.get("batch_size", self.recipe.data.batch_size)
+        epoch_samples = state.get("epoch_samples", self.batch_in_epoch * saved_global)
+        global_batch = acc.num_processes * self.recipe.data.batch_size
+        if self.data.sampler is not None and saved_global != global_batch:
+            self.sample_offset, self.batch_in_epoch = epoch_samples, 0
+            acc.print(
+                f"resuming with {acc.num_processes} processes x {self.recipe.data.batch_size} per process "
+                f"(checkpoint: {saved_global} per step): continuing at sample {epoch_samples} of epoch {self.epoch}"
+            )
+        elif self.data.sampler is not None:
+            self.sample_offset, self.batch_in_epoch = epoch_samples % global_batch, epoch_samples // global_batch
         self.samples_seen = state["samples_seen"]
         self.stream_progress = dict(state.get("stream_progress", {}))
         # Skip counts are checkpointed summed over ranks; rank 0 carries them on.
@@ -217,13 +262,15 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def _train_step(self, batches: list[dict]) -> float | None:
         """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with
-        GradCache. Returns the loss, or None when the step was skipped (non-finite loss)."""
+        GradCache. Returns the loss, or None when the step was skipped (non-finite loss or
+        gradient). Under bf16/fp16 the towers run in autocast; the logits and loss in fp32."""
         acc = self.accelerator
         if len(batches) == 1:
             batch = batches[0]
             with acc.autocast():
                 out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
-                loss = self.loss_fn(out.image_embeds, out.text_embeds, out.logit_scale, out.logit_bias)
+            bias = out.logit_bias.float() if out.logit_bias is not None else None
+            loss = self.loss_fn(out.image_embeds.float(), out.text_embeds.float(), out.logit_scale.float(), bias)
             finite = torch.isfinite(loss.detach()).float()
             if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -234,12 +281,18 @@ class Trainer:
             if loss is None:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-        if self.recipe.train.grad_clip is not None:
-            acc.clip_grad_norm_(self.model.parameters(), self.recipe.train.grad_clip)
+        # Gradients are already averaged over ranks, so every rank reaches the same verdict.
+        clip = self.recipe.train.grad_clip
+        norm = acc.clip_grad_norm_(self.model.parameters(), clip if clip is not None else float("inf"))
+        if norm is not None and not torch.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.unwrapped.clamp_logit_scale()
+        if self.ema is not None:
+            self.ema.update(self.unwrapped)  # no step: a plain EMA with train.ema_decay from the first step
         # Each rank holds its share of the global loss; the mean over ranks is the global loss.
         return acc.reduce(loss.detach(), reduction="mean").item()
 
@@ -251,8 +304,8 @@ class Trainer:
         every rank as soon as one rank runs out (or after ``epoch_batches`` in resampled mode)."""
         acc, data = self.accelerator, self.data
         while True:
-            fresh_epoch = self.batch_in_epoch == 0 and not self.stream_progress
-            data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress)
+            fresh_epoch = self.batch_in_epoch == 0 and not self.stream_progress and not self.sample_offset
+            data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress, self.sample_offset)
             batches, used = iter(self.loader), 0
             while True:
                 if data.epoch_batches is not None and self.batch_in_epoch >= data.epoch_batches:
@@ -269,7 +322,10 @@ class Trainer:
                     merge_positions(self.stream_progress, batch["position"])
                 if flags[1] == 0:
                     used += 1
-                    yield {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    if self.recipe.train.channels_last:
+                        batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+                    yield batch
                 elif batch["size"]:
                     # some rank's batch had < 2 usable samples: every rank drops its batch together
                     self.skipped["small_batch"] += batch["size"]
@@ -279,7 +335,7 @@ class Trainer:
                     f"epoch {self.epoch} gave no batch with 2 or more usable samples (skipped so far: {skipped}); "
                     "check data.train and its keys, or lower data.batch_size"
                 )
-            self.epoch, self.batch_in_epoch, self.stream_progress = self.epoch + 1, 0, {}
+            self.epoch, self.batch_in_epoch, self.stream_progress, self.sample_offset = self.epoch + 1, 0, {}, 0
 
     def run_eval(self) -> list[dict]:
         r = self.recipe
@@ -324,21 +380,27 @@ class Trainer:
 
         stop = t.stop_at_step or t.steps
         bar = tqdm(total=stop, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
-        bad_in_row, window_samples, window_start = 0, 0, time.perf_counter()
+        bad_in_row = 0
         self.model.train()
         try:
             self._commit_position()
             stream = self._micro_batches()
             while self.step < stop:
                 batches = [next(stream) for _ in range(t.accumulation_steps)]
+                if not self.throughput.started:
+                    self.throughput.first_batch(batches[0])
+                    acc.print("  throughput: " + self.throughput.describe())
                 loss = self._train_step(batches)
                 if loss is None:
                     bad_in_row += 1
-                    log.warning("step %d: non-finite loss, step skipped (%d in a row)", self.step, bad_in_row)
-                    if bad_in_row >= MAX_BAD_STEPS:
+                    log.warning(
+                        "step %d: non-finite loss or gradient, step skipped (%d in a row)", self.step, bad_in_row
+                    )
+                    if bad_in_row >= t.max_bad_steps:
                         raise TrainingError(
-                            f"loss was non-finite for {bad_in_row} steps in a row at step "
-                            f"{self.step}; lower train.lr or check the data"
+                            f"loss or gradient was non-finite for {bad_in_row} steps in a row at step "
+                            f"{self.step} (train.max_bad_steps={t.max_bad_steps}); lower train.lr, use "
+                            "train.grad_clip, or check the data"
                         )
                     continue
                 bad_in_row = 0
@@ -348,19 +410,21 @@ class Trainer:
                     self._record_samples(batches)
                 n = sum(b["size"] for b in batches) * acc.num_processes
                 self.samples_seen += n
-                window_samples += n
+                self.throughput.add(n)
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == stop:
                     skipped = self.global_skipped()
-                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                    window_samples, window_start = 0, time.perf_counter()
-                    bar.set_postfix(loss=f"{loss:.4f}", samples_per_s=f"{rate:.0f}")
+                    speed = self.throughput.report()
+                    postfix = {"loss": f"{loss:.4f}", "samples_per_s": f"{speed['train/samples_per_s']:.0f}"}
+                    if "train/mfu" in speed:
+                        postfix["mfu"] = f"{speed['train/mfu']:.1%}"
+                    bar.set_postfix(**postfix)
                     acc.log(
                         {
                             "train/loss": loss,
                             "train/lr": self.scheduler.get_last_lr()[0],
                             "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
-                            "train/samples_per_s": rate,
+                            **speed,
                             "train/epoch": self.epoch,
                             **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },

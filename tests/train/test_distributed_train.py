@@ -49,3 +49,90 @@ def test_two_processes_match_one_process_with_the_whole_batch(tiny_corpus, tmp_p
     wb = load_file(str(tmp_path / "two" / "checkpoints" / "step-0000005" / "model.safetensors"))
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_resume_with_another_world_size(tiny_corpus, tmp_path):
+    """1 process at batch 8 stops at step 2; 2 processes at batch 4 resume it. The global batch and
+    data order are unchanged, so losses and weights follow the straight 1-process run."""
+    straight = write_recipe(tiny_corpus, tmp_path / "straight", 8, tmp_path / "straight.yaml")
+    res = subprocess.run([sys.executable, "-m", "mmcl.cli", "train", str(straight)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+    first = write_recipe(tiny_corpus, tmp_path / "resized", 8, tmp_path / "first.yaml")
+    res = subprocess.run(
+        [sys.executable, "-m", "mmcl.cli", "train", str(first), "train.stop_at_step=2", "train.checkpoint_every=2"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    second = write_recipe(tiny_corpus, tmp_path / "resized", 4, tmp_path / "second.yaml")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mmcl.cli",
+            "train",
+            str(second),
+            "train.resume=latest",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout and "4 per process x 2 processes" in res.stdout
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "resized")
+    assert len(a) == len(b) == 5
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6)
+    wa = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000005" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "resized" / "checkpoints" / "step-0000005" / "model.safetensors"))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_resume_with_a_larger_global_batch_continues_at_the_same_sample(tiny_corpus, tmp_path):
+    """1 x 8 for 2 steps, then 2 x 8: the epoch continues at sample 16 and every sample of it is
+    trained on exactly once."""
+    first = write_recipe(tiny_corpus, tmp_path / "run", 8, tmp_path / "first.yaml")
+    common = ["train.record_samples=true", "train.steps=4"]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmcl.cli",
+            "train",
+            str(first),
+            "train.stop_at_step=2",
+            "train.checkpoint_every=2",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mmcl.cli",
+            "train",
+            str(first),
+            "train.resume=latest",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "continuing at sample 16 of epoch 0" in res.stdout
+    steps = [json.loads(x) for x in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [len(s["index"]) for s in steps] == [8, 8, 16, 16]
+    ids = [i for s in steps for i in s["index"]]
+    assert sorted(ids) == list(range(48))
