@@ -2,6 +2,7 @@
 
 Layout of ``RUN_DIR/checkpoints/step-0000100/``:
     model.safetensors   model weights
+    ema.safetensors     the EMA of the weights (with train.ema_decay)
     state.pt            optimizer, scheduler, RNG states, step and data position
                         (plain tensors and containers only: loaded with ``weights_only=True``)
 
@@ -69,9 +70,17 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Module, state: dict, keep: int) -> Path:
-    """Write ``model`` weights and ``state`` (tensors and plain containers) for ``step``; keep the
-    newest ``keep`` checkpoints. Returns the checkpoint folder."""
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    model: torch.nn.Module,
+    state: dict,
+    keep: int,
+    extra_models: dict[str, torch.nn.Module] | None = None,
+) -> Path:
+    """Write ``model`` weights and ``state`` (tensors and plain containers) for ``step``, plus
+    ``NAME.safetensors`` for each of ``extra_models`` (e.g. the EMA weights); keep the newest
+    ``keep`` checkpoints. Returns the checkpoint folder."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
@@ -79,6 +88,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(model, str(tmp / "model.safetensors"))
+    for name, extra in (extra_models or {}).items():
+        save_model(extra, str(tmp / f"{name}.safetensors"))
     torch.save(state, tmp / "state.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
+from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..config import Recipe
@@ -40,6 +41,17 @@ from .throughput import Throughput
 from .tracking import JSONLTracker
 
 log = logging.getLogger("mmcl")
+
+
+class _FullWeights(torch.nn.Module):
+    """A gathered state dict, saved like a module (``save_model`` needs one)."""
+
+    def __init__(self, state_dict: dict):
+        super().__init__()
+        self._weights = state_dict or {}
+
+    def state_dict(self, *args, **kwargs):
+        return self._weights
 
 
 class TrainingError(RuntimeError):
@@ -157,8 +169,6 @@ class Trainer:
         path = None
         self.accelerator.wait_for_everyone()
         state = self._state()
-        if self.ema is not None:
-            state["ema"] = {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}
         if self.accelerator.num_processes > 1:
             state["rng_ranks"] = gather_object([state["rng"]])
             # Each rank knows its own readers' positions and skip counts; the checkpoint keeps all.
@@ -169,8 +179,13 @@ class Trainer:
                     merge_positions(state["stream_progress"], {key: value})
                 skipped.update(counts)
             state["skipped"] = dict(skipped)
+        model = self.unwrapped
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # sharded parameters: gather the full weights (every rank takes part) into a CPU copy
+            model = _FullWeights(self.accelerator.get_state_dict(self.model))
         if self.accelerator.is_main_process:
-            path = save_checkpoint(self.run_dir, self.step, self.unwrapped, state, self.recipe.train.keep_checkpoints)
+            extra = {"ema": self.ema.module} if self.ema is not None else None
+            path = save_checkpoint(self.run_dir, self.step, model, state, self.recipe.train.keep_checkpoints, extra)
         self.accelerator.wait_for_everyone()
         return path
 
@@ -185,8 +200,12 @@ class Trainer:
         ranks = state.get("rng_ranks")
         same_layout = state.get("world_size", 1) == acc.num_processes
         set_rng_state(ranks[acc.process_index] if ranks and same_layout else state["rng"])
-        if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
+        if self.ema is not None:
+            if (path / "ema.safetensors").is_file():
+                load_model(self.ema.module, str(path / "ema.safetensors"), strict=True)
+            else:
+                acc.print(f"{path} has no ema.safetensors: the EMA starts from the loaded weights")
+                self.ema.module.load_state_dict(self.unwrapped.state_dict())
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         # The data position in samples of the epoch's permutation; with another world size or
         # batch size the run continues at the same sample.
@@ -343,7 +362,8 @@ class Trainer:
             return []
         records = []
         if self.accelerator.is_main_process:
-            model = self.unwrapped
+            # with an EMA of the weights, the EMA is what gets evaluated
+            model = self.ema.module if self.ema is not None else self.unwrapped
             was_training = model.training
             model.eval()
             adapter = MmclAdapter(model, self.tokenize, self.eval_transform, self.accelerator.device)

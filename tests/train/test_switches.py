@@ -146,6 +146,7 @@ def test_locked_towers_get_no_gradient_no_decay_and_keep_their_statistics(tiny_c
 def test_ema_of_weights_is_saved_resumed_and_used(tiny_corpus, tmp_path):
     straight = mmcl.Trainer(recipe(tiny_corpus, tmp_path / "a", steps=4, ema_decay=0.5))
     straight.fit()
+    assert (latest_checkpoint(tmp_path / "a") / "ema.safetensors").is_file()
     ema_a = {k: v.clone() for k, v in straight.ema.module.state_dict().items()}
     model_a = straight.unwrapped.state_dict()
     assert any(not torch.allclose(ema_a[k], model_a[k]) for k in model_a if model_a[k].is_floating_point())
