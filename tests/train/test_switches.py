@@ -215,3 +215,34 @@ def test_torch_compile_trains_like_eager(tiny_corpus, tmp_path):
         torch.tensor(losses(tmp_path / "b")), torch.tensor(losses(tmp_path / "a")), rtol=1e-4, atol=1e-5
     )
     assert weights(tmp_path / "a").keys() == weights(tmp_path / "b").keys()
+
+
+SWITCHES = {
+    "grad_checkpointing": ({"grad_checkpointing": True}, {"grad_checkpointing": True}, {}),
+    "channels_last+fused_adamw": (RESNET, None, {"channels_last": True, "fused_adamw": True}),
+    "patch_dropout": ({"patch_dropout": 0.5}, None, {}),
+    "lock": ({**RESNET, "lock": True, "unlocked_groups": 2}, {"lock": True, "unlocked_layers": 1}, {}),
+    "ema": (None, None, {"ema_decay": 0.8}),
+    "bf16": (None, None, {"precision": "bf16"}),
+}
+
+
+@pytest.mark.parametrize("name", list(SWITCHES))
+def test_each_switch_resumes_exactly(name, tiny_corpus, tmp_path):
+    """4 steps straight == 2 steps, a stop, and a resume, with the switch on."""
+    model, text, train = SWITCHES[name]
+
+    def run(out, **extra):
+        t = mmcl.Trainer(recipe(tiny_corpus, out, model=model, text=text, steps=4, **train, **extra))
+        t.fit()
+        return t
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at_step=2, checkpoint_every=2)
+    resumed = run(tmp_path / "b", resume="latest")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    if straight.ema is not None:
+        for k, v in resumed.ema.module.state_dict().items():
+            torch.testing.assert_close(v, straight.ema.module.state_dict()[k], msg=k)
