@@ -1,6 +1,7 @@
 """Contrastive losses, registered by name. Importing this package registers all of them."""
 
 from .base import LOSSES, create_loss, list_losses, register_loss
+from .cluster_infonce import ClusterGuidedInfoNCE
 from .dcl import DCLLoss, DCLWLoss
 from .hcl import HCLLoss
 from .infonce import InfoNCELoss
@@ -12,6 +13,7 @@ from .triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
+    "ClusterGuidedInfoNCE",
     "DCLLoss",
     "DCLWLoss",
     "HCLLoss",

@@ -446,6 +446,8 @@ class Trainer:
                             "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
                             **speed,
                             "train/epoch": self.epoch,
+                            # cluster health of cluster-guided losses (e.g. image-caption agreement)
+                            **{f"negatives/{k}": v for k, v in getattr(self.loss_fn, "last_stats", {}).items()},
                             **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },
                         step=self.step,

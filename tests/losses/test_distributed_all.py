@@ -33,6 +33,13 @@ CASES = {
     "dclw": ("dclw", {}, "views"),
     "hcl": ("hcl", {}, "views"),
     "hcl-hard": ("hcl", {"temperature": 0.2, "beta": 5.0, "tau_plus": 0.5}, "views"),
+    # the centroids start on the first (gathered) batch, so the policies act in the compared call
+    "cluster-mask": ("cluster_infonce", {"k": 3}, "pair"),
+    "cluster-hard": (
+        "cluster_infonce",
+        {"k": 3, "hard_negatives": 1, "hard_log_weight": 0.5, "centroid_columns": True},
+        "pair",
+    ),
 }
 BUILT = {name for name, _, _ in CASES.values()}
 CASE_IDS = [case for case, (name, _, _) in CASES.items() if name in mmcl.list_losses()]

@@ -1,0 +1,128 @@
+"""Cluster-guided InfoNCE against hand-written math, and its shared-space centroids."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmcl
+from mmcl.negatives import SharedSpaceCentroids
+
+
+def feats(n=8, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    b = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    return a, b, torch.tensor(5.0, dtype=torch.float64)
+
+
+def infonce(a, b, s):
+    return mmcl.create_loss("infonce")(a, b, s)
+
+
+def test_with_every_policy_off_or_before_the_gate_it_is_infonce():
+    a, b, s = feats()
+    off = mmcl.create_loss("cluster_infonce", k=3, false_negatives="none")
+    torch.testing.assert_close(off(a, b, s), infonce(a, b, s))
+    assert off.centroids.started  # clusters exist, but no policy uses them
+    gated = mmcl.create_loss("cluster_infonce", k=3, gate=-1.0)  # the gate never opens
+    torch.testing.assert_close(gated(a, b, s), infonce(a, b, s))
+    assert not gated.centroids.started
+
+
+def test_masking_and_hard_weights_match_hand_written_math():
+    a, b, s = feats()
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, hard_negatives=1, hard_log_weight=0.7)
+    # start the centroids on this batch, then freeze them (eval: no update) for the comparison
+    loss_fn(a, b, s)
+    loss_fn.eval()
+    got = loss_fn(a, b, s)
+    c = loss_fn.centroids
+    ci, ct = c.assign(a), c.assign(b)
+    near = c.neighbours(1)[:, 0]
+    n = a.shape[0]
+    eye = torch.eye(n, dtype=torch.bool)
+
+    def direction(rows, cols, rid, cid):
+        logits = s * rows @ cols.T
+        for i in range(n):
+            for j in range(n):
+                if i != j and rid[i] == cid[j]:
+                    logits[i, j] = float("-inf")
+                elif i != j and near[rid[i]] == cid[j]:
+                    logits[i, j] += 0.7
+        return F.cross_entropy(logits, torch.arange(n))
+
+    expected = (direction(a, b, ci, ct) + direction(b, a, ct, ci)) / 2
+    torch.testing.assert_close(got, expected)
+    assert (
+        loss_fn.last_stats["masked_pairs"]
+        == sum(1 for i in range(n) for j in range(n) if not eye[i, j] and ci[i] == ct[j]) / n
+    )
+    assert 0 <= loss_fn.last_stats["cluster_agreement"] <= 1
+
+
+def test_centroid_column_is_the_second_nearest_centroid():
+    a, b, s = feats()
+    loss_fn = mmcl.create_loss(
+        "cluster_infonce", k=3, false_negatives="none", centroid_columns=True, hard_log_weight=0.3
+    )
+    loss_fn(a, b, s)
+    loss_fn.eval()
+    got = loss_fn(a, b, s)
+    cents = loss_fn.centroids.centroids.to(torch.float64)
+
+    def direction(rows, cols):
+        second = (rows @ cents.T).topk(2, dim=1).indices[:, 1]
+        extra = s * (rows * cents[second]).sum(1, keepdim=True) + 0.3
+        return F.cross_entropy(torch.cat([s * rows @ cols.T, extra], 1), torch.arange(rows.shape[0]))
+
+    torch.testing.assert_close(got, (direction(a, b) + direction(b, a)) / 2)
+
+
+def test_centroids_gate_init_and_momentum_update():
+    c = SharedSpaceCentroids(k=2, momentum=0.5, gate=0.4)
+    close = F.normalize(torch.ones(4, 3) + 0.01 * torch.arange(12.0).view(4, 3), dim=1)
+    assert not c.observe(close)  # mean cosine ~1: the gate stays shut
+    points = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0.9, 0.1]])
+    points = F.normalize(points, dim=1)
+    assert c.observe(points) and c.centroids.shape == (2, 3)
+    start = c.centroids.clone()
+    batch = F.normalize(torch.tensor([[1.0, 0.2, 0.0]]), dim=1)  # only one cluster gets a point
+    j = int(c.assign(batch))
+    c.observe(batch)
+    expected = F.normalize(0.5 * batch[0] + 0.5 * start[j], dim=0)
+    torch.testing.assert_close(c.centroids[j], expected)
+    torch.testing.assert_close(c.centroids[1 - j], start[1 - j])  # empty cluster unchanged
+    fresh = SharedSpaceCentroids(k=2)
+    fresh.load_state_dict(c.state_dict())
+    assert fresh.started and torch.equal(fresh.centroids, c.centroids)
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="'mask' or 'none'"):
+        mmcl.create_loss("cluster_infonce", false_negatives="drop")
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        mmcl.create_loss("cluster_infonce", k=1)
+
+
+def test_trains_through_a_recipe_and_resumes_with_its_centroids(tiny_corpus, tmp_path):
+    from mmcl.config import recipe_from_dict
+
+    from ..conftest import tiny_recipe_dict
+
+    def run(**train):
+        d = tiny_recipe_dict(tiny_corpus, tmp_path / "run", **{"steps": 4, "checkpoint_every": 2, **train})
+        d["eval"]["datasets"] = []
+        d["loss"] = {"name": "cluster_infonce", "kwargs": {"k": 4, "hard_negatives": 1, "hard_log_weight": 0.5}}
+        t = mmcl.Trainer(recipe_from_dict(d))
+        t.fit()
+        return t
+
+    first = run(stop_at_step=2)
+    assert first.loss_fn.centroids.started
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step-0000002" / "state.pt", weights_only=True)
+    assert state["loss"]["centroids.centroids"].shape == (4, 16)
+    resumed = run(resume="latest")
+    assert resumed.step == 4
+    logged = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "negatives/cluster_agreement" in logged
