@@ -28,7 +28,7 @@ from torch import nn
 
 from ..negatives.clusters import SharedSpaceCentroids
 from ._checks import check_rank_world
-from ._distributed import cross_modal_inputs, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_no_grad, gather_with_grad
 from .base import register_loss
 
 
@@ -36,6 +36,8 @@ from .base import register_loss
 class ClusterGuidedInfoNCE(nn.Module):
     """Args:
     k, momentum, gate: the shared-space centroids (ClusterNS defaults 128, 1e-3, 0.4).
+    mode: ``"online"`` (momentum update every step) or ``"periodic"`` (k-means over an embedding
+        bank of ``bank_size`` rows every ``recluster_every`` steps).
     false_negatives: ``"mask"`` (default) or ``"none"``.
     hard_negatives: how many neighbouring clusters count as hard (0: off).
     hard_log_weight: the log-weight added to hard-negative logits (0: off).
@@ -57,6 +59,9 @@ class ClusterGuidedInfoNCE(nn.Module):
         hard_negatives: int = 0,
         hard_log_weight: float = 0.0,
         centroid_columns: bool = False,
+        mode: str = "online",
+        bank_size: int = 4096,
+        recluster_every: int = 100,
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -66,7 +71,8 @@ class ClusterGuidedInfoNCE(nn.Module):
         if hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
         check_rank_world(rank, world_size)
-        self.centroids = SharedSpaceCentroids(k, momentum, gate)
+        self.centroids = SharedSpaceCentroids(k, momentum, gate, mode, bank_size, recluster_every)
+        self.batch_ids: torch.Tensor | None = None  # the trainer sets this batch's sample ids (bank)
         self.false_negatives, self.hard_negatives = false_negatives, hard_negatives
         self.hard_log_weight, self.centroid_columns = hard_log_weight, centroid_columns
         self._rank, self._world_size = rank, world_size
@@ -92,9 +98,14 @@ class ClusterGuidedInfoNCE(nn.Module):
         if logit_bias is not None:
             logits_i, logits_t = logits_i + logit_bias, logits_t + logit_bias
         labels = torch.arange(n, device=img.device) + offset
-        points = torch.cat([all_img.detach(), all_txt.detach()])
+        ids = self.batch_ids
+        if ids is not None and len(sizes) > 1:
+            ids = gather_no_grad(ids.to(img.device), sizes)
         if not self.centroids.started and self.training:
-            self.centroids.observe(points)  # the gate may open on this very batch
+            self.centroids.observe(all_img, all_txt, ids)  # the gate may open on this very batch
+            observed = True
+        else:
+            observed = False
         if self.centroids.started:
             c = self.centroids
             ids_img, ids_txt = c.assign(all_img.detach()), c.assign(all_txt.detach())
@@ -114,8 +125,9 @@ class ClusterGuidedInfoNCE(nn.Module):
                 "clusters_used": float(torch.unique(torch.cat([ids_img, ids_txt])).numel()),
             }
         loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
-        if self.training and self.centroids.started:
-            self.centroids.observe(points)
+        if self.training and self.centroids.started and not observed:
+            self.centroids.observe(all_img, all_txt, ids)
+        self.batch_ids = None
         # Weight by this rank's share so that DDP's mean over ranks is the global mean.
         return loss * (len(sizes) * n / sum(sizes))
 

@@ -284,6 +284,8 @@ class Trainer:
         GradCache. Returns the loss, or None when the step was skipped (non-finite loss or
         gradient). Under bf16/fp16 the towers run in autocast; the logits and loss in fp32."""
         acc = self.accelerator
+        if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
+            self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
         if len(batches) == 1:
             batch = batches[0]
             with acc.autocast():

@@ -82,14 +82,14 @@ def test_centroid_column_is_the_second_nearest_centroid():
 def test_centroids_gate_init_and_momentum_update():
     c = SharedSpaceCentroids(k=2, momentum=0.5, gate=0.4)
     close = F.normalize(torch.ones(4, 3) + 0.01 * torch.arange(12.0).view(4, 3), dim=1)
-    assert not c.observe(close)  # mean cosine ~1: the gate stays shut
+    assert not c.observe(close[:2], close[2:])  # mean cosine ~1: the gate stays shut
     points = torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0.9, 0.1]])
     points = F.normalize(points, dim=1)
-    assert c.observe(points) and c.centroids.shape == (2, 3)
+    assert c.observe(points[:2], points[2:]) and c.centroids.shape == (2, 3)
     start = c.centroids.clone()
     batch = F.normalize(torch.tensor([[1.0, 0.2, 0.0]]), dim=1)  # only one cluster gets a point
     j = int(c.assign(batch))
-    c.observe(batch)
+    c.observe(batch, batch[:0])
     expected = F.normalize(0.5 * batch[0] + 0.5 * start[j], dim=0)
     torch.testing.assert_close(c.centroids[j], expected)
     torch.testing.assert_close(c.centroids[1 - j], start[1 - j])  # empty cluster unchanged
@@ -126,3 +126,64 @@ def test_trains_through_a_recipe_and_resumes_with_its_centroids(tiny_corpus, tmp
     assert resumed.step == 4
     logged = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "negatives/cluster_agreement" in logged
+
+
+def test_periodic_mode_reclusters_the_bank_with_kmeans():
+    from mmcl.negatives.bank import EmbeddingBank, spherical_kmeans
+
+    bank = EmbeddingBank(size=6)
+    bank.push(torch.eye(3)[[0, 1]], 0, torch.tensor([10, 11]))
+    bank.push(torch.eye(3), 1, torch.tensor([20, 21, 22]))
+    bank.push(torch.eye(3)[[2, 2]], 0, torch.tensor([30, 31]))  # wraps around: the oldest row goes
+    feats, ids, modality = bank.contents()
+    assert len(bank) == 6 and sorted(ids.tolist()) == [11, 20, 21, 22, 30, 31]
+    assert modality.tolist().count(1) == 3
+    fresh = EmbeddingBank(size=6)
+    fresh.load_state_dict(bank.state_dict())
+    assert torch.equal(fresh.contents()[0], feats)
+
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.eye(4)[i] + 0.05 * torch.randn(20, 4, generator=g) for i in range(4)])
+    blobs = F.normalize(blobs, dim=1)
+    cents = spherical_kmeans(blobs, 4, seed=0)
+    assert sorted((blobs @ cents.T).argmax(1).bincount().tolist()) == [20, 20, 20, 20]  # one blob each
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("faiss hidden for this test")
+        return real_import(name, *args, **kwargs)
+
+    builtins.__import__ = no_faiss
+    try:
+        torch_cents = spherical_kmeans(blobs, 4, seed=0)  # the torch fallback
+    finally:
+        builtins.__import__ = real_import
+    assert sorted((blobs @ torch_cents.T).argmax(1).bincount().tolist()) == [20, 20, 20, 20]
+
+    c = SharedSpaceCentroids(k=4, mode="periodic", bank_size=80, recluster_every=2)
+    mixed = blobs[torch.randperm(80, generator=g)]  # every batch holds all four blobs: the gate opens
+    for step in range(4):
+        part = mixed[step * 20 : (step + 1) * 20]
+        c.observe(part[:10], part[10:])
+    assert c.started and len(c.bank) == 80
+    assert sorted(c.assign(blobs).bincount(minlength=4).tolist()) == [20, 20, 20, 20]
+
+
+def test_periodic_cluster_loss_trains_and_gets_sample_ids(tiny_corpus, tmp_path):
+    from mmcl.config import recipe_from_dict
+
+    from ..conftest import tiny_recipe_dict
+
+    d = tiny_recipe_dict(tiny_corpus, tmp_path / "run", steps=3, checkpoint_every=100)
+    d["eval"]["datasets"] = []
+    d["loss"] = {
+        "name": "cluster_infonce",
+        "kwargs": {"k": 4, "mode": "periodic", "bank_size": 64, "recluster_every": 1},
+    }
+    t = mmcl.Trainer(recipe_from_dict(d))
+    t.fit()
+    _, ids, _ = t.loss_fn.centroids.bank.contents()
+    assert len(ids) == 48 and (ids >= 0).all() and set(ids.tolist()) <= set(range(48))
