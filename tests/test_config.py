@@ -41,7 +41,8 @@ BAD = [
     (lambda d: d["train"].update(precision="fp8"), "valid choices: fp32, bf16, fp16"),
     (
         lambda d: d["loss"].update(name="clip"),
-        "unknown loss 'clip'; valid choices: dcl, dclw, hcl, infonce, moco, ntxent, siglip, supcon, triplet",
+        "unknown loss 'clip'; valid choices: cluster_infonce, dcl, dclw, hcl, infonce, moco, ntxent, siglip, "
+        "supcon, triplet",
     ),
     (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: not found: nowhere/train.csv"),
     (lambda d: d["model"]["vision"].update(name="vit_tinyy_patch16_224"), "is not a timm model; close matches"),
@@ -101,7 +102,9 @@ def test_replace_swaps_a_mapping_instead_of_merging(tiny_corpus, tmp_path):
 def test_loss_must_fit_image_text_training(tiny_corpus, tmp_path):
     data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
     data["loss"] = {"name": "ntxent"}
-    with pytest.raises(ConfigError, match="'ntxent' is a two-view loss .* one of: infonce, siglip, triplet"):
+    with pytest.raises(
+        ConfigError, match="'ntxent' is a two-view loss .* one of: cluster_infonce, infonce, siglip, triplet"
+    ):
         load_recipe(write(tmp_path, data))
     data["loss"] = {"name": "siglip"}
     with pytest.raises(ConfigError, match="needs a learnable logit bias: set model.logit_bias_init"):
