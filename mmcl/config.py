@@ -79,6 +79,11 @@ class DataConfig:
     shuffle_block: int = 256  # streams: samples shuffled within blocks of this many per shard
     batch_size: int = 64  # per process
     num_workers: int = 0
+    # map-style sources: "random" (a seeded permutation) or "clusters": stretches of each epoch drawn
+    # from neighbouring clusters of a cluster_infonce loss, so hard negatives share a batch
+    # (mmcl.negatives.ClusterBatchSampler; sampler_kwargs: clusters_per_block, block)
+    sampler: Literal["random", "clusters"] = "random"
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig | None = None  # generate this corpus first if it is not on disk
 
@@ -89,6 +94,9 @@ class VisionConfig:
     weights: str | None = None  # local weights file (.safetensors/.pth); random init when unset
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     image_size: int | None = None  # input side; default: the model's own (img_size for ViTs)
+    # reset the trunk's global pool after creation (open_clip's timm_pool, e.g. "avg" on a ViT keeps
+    # its final norm before pooling); None: the pool the model was created with
+    pool: str | None = None
     # LiT-style locking: freeze the tower, except its last `unlocked_groups` layer groups (timm's
     # group_matcher: stem, blocks/stages, final norm); locked BatchNorm keeps its statistics frozen
     lock: bool = False
@@ -118,6 +126,9 @@ class ModelConfig:
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
     logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: no bias
+    # start from these weights: a pretrained folder (save_pretrained / mmcl export pretrained), a run
+    # folder or an open_clip export (mmcl.interop); the sections above must describe the same model
+    init_from: str | None = None
 
 
 @dataclass
@@ -478,12 +489,29 @@ def validate(recipe: Recipe) -> None:
         loss = create_loss(lo.name, **lo.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}") from None
-    if getattr(loss, "pairing", "cross_modal") != "cross_modal":
-        cross = [n for n in list_losses() if getattr(LOSSES.get(n), "pairing", "") == "cross_modal"]
+    if getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):
+        fits = [
+            n
+            for n in list_losses()
+            if getattr(LOSSES.get(n), "pairing", "") == "cross_modal"
+            or getattr(LOSSES.get(n), "symmetric_views", False)
+        ]
         raise ConfigError(
             f"loss.name: {lo.name!r} is a two-view loss for image-image training; image-text training needs "
-            f"one of: {', '.join(cross)}"
+            f"one of: {', '.join(fits)}"
         )
+    if d.sampler == "clusters":
+        _check(
+            lo.name == "cluster_infonce",
+            f"data.sampler: clusters groups batches by the clusters of loss.name: cluster_infonce (got {lo.name!r}); "
+            "valid choices with this loss: random",
+        )
+        bad = sorted(set(d.sampler_kwargs) - {"clusters_per_block", "block"})
+        _check(not bad, f"data.sampler_kwargs: unknown {bad}; valid keys: block, clusters_per_block")
+        for key, value in d.sampler_kwargs.items():
+            _check(isinstance(value, int) and value >= 1, f"data.sampler_kwargs.{key} must be an integer >= 1")
+    else:
+        _check(not d.sampler_kwargs, "data.sampler_kwargs is for data.sampler: clusters")
     if getattr(loss, "needs_bias", False) and m.logit_bias_init is None:
         raise ConfigError(
             f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "

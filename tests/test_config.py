@@ -101,11 +101,14 @@ def test_replace_swaps_a_mapping_instead_of_merging(tiny_corpus, tmp_path):
 
 def test_loss_must_fit_image_text_training(tiny_corpus, tmp_path):
     data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
-    data["loss"] = {"name": "ntxent"}
+    data["loss"] = {"name": "moco"}
     with pytest.raises(
-        ConfigError, match="'ntxent' is a two-view loss .* one of: cluster_infonce, infonce, siglip, triplet"
+        ConfigError,
+        match="'moco' is a two-view loss .* one of: cluster_infonce, dcl, dclw, hcl, infonce, ntxent, siglip, triplet",
     ):
         load_recipe(write(tmp_path, data))
+    data["loss"] = {"name": "hcl", "kwargs": {"temperature": 0.1}}  # image and caption as the two views
+    assert load_recipe(write(tmp_path, data)).loss.name == "hcl"
     data["loss"] = {"name": "siglip"}
     with pytest.raises(ConfigError, match="needs a learnable logit bias: set model.logit_bias_init"):
         load_recipe(write(tmp_path, data))

@@ -38,12 +38,15 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return (self.num_samples - self.start_sample) // (self.batch_size * self.world_size) - self.start_batch
 
+    def epoch_order(self) -> list[int]:
+        """This epoch's permutation of the sample indices (the same on every rank)."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_samples, generator=g).tolist()
+
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
+        order = self.epoch_order()
         global_batch = self.batch_size * self.world_size
         for b in range(self.start_batch, (self.num_samples - self.start_sample) // global_batch):
             start = self.start_sample + b * global_batch + self.rank * self.batch_size

@@ -173,7 +173,13 @@ def build_train_data(
     if kind != "wds" and (data.resampled or data.weights):
         raise ConfigError(f"data.resampled and data.weights apply to WebDataset shards (source wds), not {kind!r}")
 
-    if kind in ("csv", "jsonl", "folder") or (kind == "hf" and not data.streaming):
+    map_style = kind in ("csv", "jsonl", "folder") or (kind == "hf" and not data.streaming)
+    if data.sampler != "random" and not map_style:
+        raise ConfigError(
+            f"data.sampler: {data.sampler} reorders a map-style source (csv, jsonl, folder, hf); {data.train} is "
+            f"read as a stream ({kind}{', streaming' if kind == 'hf' else ''}); valid choice for streams: random"
+        )
+    if map_style:
         if kind == "folder":
             dataset = FolderPairs(data.train, transform, data.caption_template, aug_seed, need_caption)
         elif kind == "hf":
@@ -213,7 +219,14 @@ def build_train_data(
                 image2_key=data.image2_key,
                 need_caption=need_caption,
             )
-        sampler = ResumableBatchSampler(len(dataset), data.batch_size, rank, world_size, seed=seed)
+        if data.sampler == "clusters":
+            from ..negatives.sampler import ClusterBatchSampler
+
+            sampler = ClusterBatchSampler(
+                len(dataset), data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs
+            )
+        else:
+            sampler = ResumableBatchSampler(len(dataset), data.batch_size, rank, world_size, seed=seed)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,

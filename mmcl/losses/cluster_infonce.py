@@ -6,15 +6,22 @@ Once the centroids have started (warm-up gate), with ``cid(x)`` the cluster of a
 
 - **False negatives** (``false_negatives="mask"``): a pair (i, j != i) with
   ``cid(image_i) == cid(text_j)`` is a likely match, not a negative. Its logit is set to -inf in
-  both directions; the positive is always kept.
+  both directions; the positive is always kept. ``false_negatives="margin"`` masks them too and
+  adds ClusterNS's bidirectional margin loss on them, ``margin_weight * mean(relu(d + alpha) +
+  relu(-d - beta))`` with ``d = cos(x_i, y_j) - cos(x_i, y_i)`` over the masked pairs of both
+  directions: a likely match is kept between ``beta`` and ``alpha`` below its row's positive.
 - **Hard negatives** (``hard_negatives=n``, ``hard_log_weight=a``): a pair whose column lies in one
   of the ``n`` clusters nearest to the row's own cluster gets ``+a`` added to its logit, i.e.
   weight ``e^a`` in the softmax denominator.
 - **Centroid columns** (``centroid_columns=True``): each row also sees, as one extra negative
   column, its second-nearest centroid (detached), scaled like the other logits, plus ``a``
   (ClusterNS's hard negative).
+- **Calibrated weighting** (``weighting="calibrated"``): each negative's logit gets ``log w_ij``,
+  where ``w_ij`` falls with an auxiliary MLP's detached estimate that the pair is actually
+  aligned (:mod:`mmcl.negatives.calibration`). The MLP learns from the clusters of both
+  modalities or from near-duplicate captions/images, never from the contrastive loss.
 
-With all three off, or before the gate opens, the loss equals :class:`InfoNCELoss`. The centroids
+With every policy off, or before the gate opens, the loss equals :class:`InfoNCELoss`. The centroids
 are updated after each training-mode call, from the features gathered over all ranks, so every
 rank holds the same centroids. ``last_stats`` reports cluster health: how often an image shares
 a cluster with its own caption, how many pairs were masked, and the number of clusters in use.
@@ -26,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..negatives.calibration import NegativeCalibrator, pair_features
 from ..negatives.clusters import SharedSpaceCentroids
 from ._checks import check_rank_world
 from ._distributed import cross_modal_inputs, gather_no_grad, gather_with_grad
@@ -38,10 +46,15 @@ class ClusterGuidedInfoNCE(nn.Module):
     k, momentum, gate: the shared-space centroids (ClusterNS defaults 128, 1e-3, 0.4).
     mode: ``"online"`` (momentum update every step) or ``"periodic"`` (k-means over an embedding
         bank of ``bank_size`` rows every ``recluster_every`` steps).
-    false_negatives: ``"mask"`` (default) or ``"none"``.
+    false_negatives: ``"mask"`` (default), ``"margin"`` (mask + bidirectional margin) or ``"none"``.
+    margin_alpha, margin_beta, margin_weight: the margin loss (ClusterNS: 0, 0.3, 1e-3).
     hard_negatives: how many neighbouring clusters count as hard (0: off).
     hard_log_weight: the log-weight added to hard-negative logits (0: off).
     centroid_columns: add each row's second-nearest centroid as an extra negative column.
+    weighting: ``"none"`` (default) or ``"calibrated"`` (MLP-weighted negatives).
+    calibration: options of :class:`~mmcl.negatives.calibration.NegativeCalibrator`
+        (``hidden``, ``lr``, ``min_weight``, ``signal``: clusters | text_similarity |
+        image_similarity, ``similarity_threshold``).
     rank, world_size: override what ``torch.distributed`` reports (for tests).
 
     Shape:
@@ -56,31 +69,44 @@ class ClusterGuidedInfoNCE(nn.Module):
         momentum: float = 1e-3,
         gate: float = 0.4,
         false_negatives: str = "mask",
+        margin_alpha: float = 0.0,
+        margin_beta: float = 0.3,
+        margin_weight: float = 1e-3,
         hard_negatives: int = 0,
         hard_log_weight: float = 0.0,
         centroid_columns: bool = False,
         mode: str = "online",
         bank_size: int = 4096,
         recluster_every: int = 100,
+        weighting: str = "none",
+        calibration: dict | None = None,
         rank: int | None = None,
         world_size: int | None = None,
     ):
         super().__init__()
-        if false_negatives not in ("mask", "none"):
-            raise ValueError(f"false_negatives must be 'mask' or 'none', got {false_negatives!r}")
+        if false_negatives not in ("mask", "margin", "none"):
+            raise ValueError(f"false_negatives must be 'mask', 'margin' or 'none', got {false_negatives!r}")
         if hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
+        if weighting not in ("none", "calibrated"):
+            raise ValueError(f"weighting must be 'none' or 'calibrated', got {weighting!r}")
         check_rank_world(rank, world_size)
+        self.calibrator = NegativeCalibrator(**(calibration or {})) if weighting == "calibrated" else None
         self.centroids = SharedSpaceCentroids(k, momentum, gate, mode, bank_size, recluster_every)
         self.batch_ids: torch.Tensor | None = None  # the trainer sets this batch's sample ids (bank)
+        # per sample id: the cluster of its image at its last visit (-1: not seen since clustering
+        # started); data.sampler: clusters orders each epoch by it. Grows with the largest id.
+        self.register_buffer("sample_clusters", torch.zeros(0, dtype=torch.long))
         self.false_negatives, self.hard_negatives = false_negatives, hard_negatives
+        self.margin = (margin_alpha, margin_beta, margin_weight)
         self.hard_log_weight, self.centroid_columns = hard_log_weight, centroid_columns
         self._rank, self._world_size = rank, world_size
         self.last_stats: dict[str, float] = {}
+        self._calibration_stats: dict[str, float] = {}
 
     def _shape(self, logits, row_ids, col_ids, positives, neighbours):
         """Apply the policies to one direction's (rows x all columns) logits."""
-        if self.false_negatives == "mask":
+        if self.false_negatives in ("mask", "margin"):
             same = (row_ids[:, None] == col_ids[None, :]) & ~positives
             logits = logits.masked_fill(same, float("-inf"))
         if neighbours is not None:
@@ -116,6 +142,9 @@ class ClusterGuidedInfoNCE(nn.Module):
             rows = slice(offset, offset + n)
             logits_i = self._shape(logits_i, ids_img[rows], ids_txt, positives, neighbours)
             logits_t = self._shape(logits_t, ids_txt[rows], ids_img, positives, neighbours)
+            if self.calibrator is not None:
+                log_w = self._calibrated(img, txt, all_img, all_txt, ids_img, ids_txt, positives)
+                logits_i, logits_t = logits_i + log_w, logits_t + log_w
             if self.centroid_columns:
                 logits_i = torch.cat([logits_i, self._centroid_column(img, scale)], 1)
                 logits_t = torch.cat([logits_t, self._centroid_column(txt, scale)], 1)
@@ -123,13 +152,109 @@ class ClusterGuidedInfoNCE(nn.Module):
                 "cluster_agreement": float((ids_img == ids_txt).float().mean()),
                 "masked_pairs": float(torch.isinf(logits_i).sum()) / max(1, n),
                 "clusters_used": float(torch.unique(torch.cat([ids_img, ids_txt])).numel()),
+                **self._calibration_stats,
             }
         loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
-        if self.training and self.centroids.started and not observed:
-            self.centroids.observe(all_img, all_txt, ids)
+        margin_term = None
+        if self.false_negatives == "margin" and self.centroids.started:
+            margin_term = self._margin(img, txt, all_img, all_txt, ids_img, ids_txt, rows, positives, len(sizes))
+        if self.training and self.centroids.started:
+            if ids is not None:
+                self._record(ids, ids_img)
+            if not observed:
+                before = self.centroids.centroids.clone() if self.centroids.bank is not None else None
+                self.centroids.observe(all_img, all_txt, ids)
+                if before is not None and not torch.equal(before, self.centroids.centroids):
+                    self._remap(before)
         self.batch_ids = None
         # Weight by this rank's share so that DDP's mean over ranks is the global mean.
-        return loss * (len(sizes) * n / sum(sizes))
+        loss = loss * (len(sizes) * n / sum(sizes))
+        return loss if margin_term is None else loss + margin_term
+
+    @torch.no_grad()
+    def _record(self, ids: torch.Tensor, clusters: torch.Tensor) -> None:
+        ids = ids.to(self.sample_clusters.device).long()
+        need = int(ids.max()) + 1 if ids.numel() else 0
+        if need > self.sample_clusters.numel():
+            grown = torch.full((need,), -1, dtype=torch.long, device=self.sample_clusters.device)
+            grown[: self.sample_clusters.numel()] = self.sample_clusters
+            self.sample_clusters = grown
+        keep = ids >= 0
+        self.sample_clusters[ids[keep]] = clusters.to(self.sample_clusters.device)[keep]
+
+    @torch.no_grad()
+    def _remap(self, old_centroids: torch.Tensor) -> None:
+        """After a re-clustering: carry each recorded sample to the new centroid nearest its old one."""
+        table = self.sample_clusters
+        if table.numel():
+            nearest = (old_centroids @ self.centroids.centroids.T).argmax(1).to(table.device)
+            seen = table >= 0
+            table[seen] = nearest[table[seen]]
+
+    def sample_table(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(cluster per sample id, centroids), or (None, None) before clustering starts: what
+        :class:`mmcl.negatives.ClusterBatchSampler` orders an epoch by."""
+        if not self.centroids.started:
+            return None, None
+        return self.sample_clusters.clone(), self.centroids.centroids.clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "sample_clusters"
+        if key in state_dict:  # the table's length is the largest id seen
+            self.sample_clusters = torch.empty_like(state_dict[key])
+        else:  # a checkpoint from before the table existed
+            state_dict[key] = torch.zeros(0, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _margin(self, img, txt, all_img, all_txt, ids_img, ids_txt, rows, positives, world):
+        """This rank's share of the bidirectional margin loss over all ranks' masked pairs."""
+        alpha, beta, weight = self.margin
+        total, count = img.new_zeros(()), 0
+        for x, all_y, rid, cid, all_rid, all_cid in (
+            (img, all_txt, ids_img[rows], ids_txt, ids_img, ids_txt),
+            (txt, all_img, ids_txt[rows], ids_img, ids_txt, ids_img),
+        ):
+            sim = x @ all_y.T
+            d = sim - sim[positives][:, None]
+            cand = (rid[:, None] == cid[None, :]) & ~positives
+            total = total + (F.relu(d + alpha) + F.relu(-d - beta))[cand].sum()
+            # every rank knows every assignment, so each divides by the same global count
+            everywhere = all_rid[:, None] == all_cid[None, :]
+            count += int(everywhere.sum() - everywhere.diagonal().sum())
+        self.last_stats["margin_pairs"] = float(count)
+        # DDP averages the ranks' losses: scale by the world size so the mean is the global mean
+        return weight * world * total / max(1, count)
+
+    def _calibrated(self, img, txt, all_img, all_txt, ids_img, ids_txt, positives):
+        """``log w`` for this rank's rows; then (training) one MLP step on all gathered pairs."""
+        cal = self.calibrator
+        prob = cal.probability(pair_features(img, txt, all_img, all_txt))
+        log_w = cal.log_weights(prob, positives).to(img.dtype)
+        negatives = ~positives
+        self._calibration_stats = {
+            "calibrated_p_mean": float(prob[negatives].mean()) if negatives.any() else 0.0,
+            "calibrated_w_min": float(log_w[negatives].exp().min()) if negatives.any() else 1.0,
+        }
+        if self.training:
+            feats = pair_features(all_img, all_txt, all_img, all_txt)
+            target = cal.targets(feats, ids_img, ids_txt)
+            off = ~torch.eye(target.shape[0], dtype=torch.bool, device=target.device)
+            self._calibration_stats["calibration_bce"] = cal.fit(feats[off], target[off])
+            self._calibration_stats["calibration_target_rate"] = float(target[off].float().mean())
+        return log_w
+
+    @torch.no_grad()
+    def pair_scores(self, images: torch.Tensor, texts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """How the current state judges every (image_i, text_j) pair of unit-norm embeddings:
+        ``same_cluster`` (what the mask removes) and, with calibrated weighting, ``p_aligned``.
+        Used to score false-negative detection against known truth."""
+        if not self.centroids.started:
+            raise RuntimeError("the centroids have not started (the warm-up gate never opened)")
+        c = self.centroids
+        out = {"same_cluster": c.assign(images)[:, None] == c.assign(texts)[None, :]}
+        if self.calibrator is not None:
+            out["p_aligned"] = self.calibrator.probability(pair_features(images, texts, images, texts))
+        return out
 
     def _centroid_column(self, x, scale):
         """The logit of each row against its second-nearest centroid (detached), plus the hard weight."""

@@ -41,6 +41,7 @@ class NTXentLoss(nn.Module):
     """
 
     pairing = "two_view"  # called as loss(z0, z1): image-image training
+    symmetric_views = True  # an image and its caption can be the two views (image-text training)
 
     def __init__(
         self,

@@ -1,11 +1,17 @@
-"""Cross-modal cluster-guided negatives (mmcl's signature feature; work in progress, see issue #5).
+"""Cross-modal cluster-guided negatives (mmcl's signature feature).
 
 - :class:`SharedSpaceCentroids`: one set of centroids for image AND text embeddings, updated
   online (ClusterNS-style momentum k-means with a warm-up gate), identical on every rank.
 - :class:`mmcl.losses.ClusterGuidedInfoNCE` (``loss.name: cluster_infonce``) uses them to mask
   likely false negatives and to up-weight hard negatives from neighbouring clusters.
+- :class:`ClusterBatchSampler` (``data.sampler: clusters``) fills stretches of each epoch from
+  neighbouring clusters, so hard negatives share a batch.
+- :class:`NegativeCalibrator`: an auxiliary MLP that estimates, per negative pair, the
+  probability that the pair is actually aligned; ``weighting: calibrated`` down-weights those.
 """
 
+from .calibration import NegativeCalibrator, pair_features
 from .clusters import SharedSpaceCentroids
+from .sampler import ClusterBatchSampler
 
-__all__ = ["SharedSpaceCentroids"]
+__all__ = ["ClusterBatchSampler", "NegativeCalibrator", "SharedSpaceCentroids", "pair_features"]

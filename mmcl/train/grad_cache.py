@@ -20,6 +20,8 @@ from contextlib import nullcontext
 
 import torch
 
+from ..losses.base import call_cross_modal
+
 
 def _rng_state() -> tuple:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -70,7 +72,7 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
     txt = torch.cat(texts).requires_grad_()
     scale = _at_least_fp32(out.logit_scale.detach()).requires_grad_()
     bias = _at_least_fp32(out.logit_bias.detach()).requires_grad_() if out.logit_bias is not None else None
-    loss = loss_fn(img, txt, scale, bias)
+    loss = call_cross_modal(loss_fn, img, txt, scale, bias)
     finite = torch.isfinite(loss.detach()).float()
     if accelerator is not None:
         finite = accelerator.reduce(finite, reduction="sum") / accelerator.num_processes

@@ -23,7 +23,7 @@ from ..data.synthetic import ensure_corpus
 from ..errors import ConfigError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
-from ..losses import create_loss
+from ..losses.base import call_cross_modal, create_loss
 from ..models import create_model, text_model_config
 from .checkpoint import (
     latest_checkpoint,
@@ -162,6 +162,8 @@ class Trainer:
             # the data layout the position was counted in (resume may use another world size)
             "world_size": self.accelerator.num_processes,
             "batch_size": self.recipe.data.batch_size,
+            # a cluster-aware sampler's per-epoch snapshot of the sample clusters
+            "sampler": self.data.sampler.state_dict() if hasattr(self.data.sampler, "state_dict") else None,
         }
 
     def save(self) -> Path | None:
@@ -196,6 +198,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state.get("loss", {}))
+        if state.get("sampler") is not None and hasattr(self.data.sampler, "load_state_dict"):
+            self.data.sampler.load_state_dict(state["sampler"])
         acc = self.accelerator
         ranks = state.get("rng_ranks")
         same_layout = state.get("world_size", 1) == acc.num_processes
@@ -291,7 +295,9 @@ class Trainer:
             with acc.autocast():
                 out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
             bias = out.logit_bias.float() if out.logit_bias is not None else None
-            loss = self.loss_fn(out.image_embeds.float(), out.text_embeds.float(), out.logit_scale.float(), bias)
+            loss = call_cross_modal(
+                self.loss_fn, out.image_embeds.float(), out.text_embeds.float(), out.logit_scale.float(), bias
+            )
             finite = torch.isfinite(loss.detach()).float()
             if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
                 self.optimizer.zero_grad(set_to_none=True)
@@ -326,6 +332,9 @@ class Trainer:
         acc, data = self.accelerator, self.data
         while True:
             fresh_epoch = self.batch_in_epoch == 0 and not self.stream_progress and not self.sample_offset
+            if fresh_epoch and hasattr(data.sampler, "set_clusters"):
+                # the epoch's order groups the clusters the loss last saw each sample in
+                data.sampler.set_clusters(*self.loss_fn.sample_table())
             data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress, self.sample_offset)
             batches, used = iter(self.loader), 0
             while True:

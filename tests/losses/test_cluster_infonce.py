@@ -99,7 +99,7 @@ def test_centroids_gate_init_and_momentum_update():
 
 
 def test_bad_arguments_are_rejected():
-    with pytest.raises(ValueError, match="'mask' or 'none'"):
+    with pytest.raises(ValueError, match="'mask', 'margin' or 'none'"):
         mmcl.create_loss("cluster_infonce", false_negatives="drop")
     with pytest.raises(ValueError, match="k must be >= 2"):
         mmcl.create_loss("cluster_infonce", k=1)
@@ -187,3 +187,145 @@ def test_periodic_cluster_loss_trains_and_gets_sample_ids(tiny_corpus, tmp_path)
     t.fit()
     _, ids, _ = t.loss_fn.centroids.bank.contents()
     assert len(ids) == 48 and (ids >= 0).all() and set(ids.tolist()) <= set(range(48))
+
+
+def test_calibrated_weighting_matches_hand_written_math_and_weights_are_normalised():
+    from mmcl.negatives import pair_features
+
+    a, b, s = feats(n=10)
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, false_negatives="none", weighting="calibrated")
+    loss_fn(a, b, s)  # starts the centroids and takes one MLP step
+    cal = loss_fn.calibrator
+    assert int(cal.fit_steps) == 1
+    prob = cal.probability(pair_features(a, b, a, b))  # before the next step's fit
+    eye = torch.eye(10, dtype=torch.bool)
+    w = (1 - prob).clamp(min=cal.min_weight).masked_fill(eye, 0)
+    w = w * 9 / w.sum(1, keepdim=True)
+    log_w = torch.where(eye, torch.zeros_like(w), w.log()).to(torch.float64)
+    expected = (
+        F.cross_entropy(s * a @ b.T + log_w, torch.arange(10)) + F.cross_entropy(s * b @ a.T + log_w, torch.arange(10))
+    ) / 2
+    loss_fn.eval()  # no fit in eval, so the weights stay those computed above
+    torch.testing.assert_close(loss_fn(a, b, s), expected)
+    got = cal.log_weights(prob, eye)
+    assert torch.isfinite(got).all() and (got[eye] == 0).all()
+    torch.testing.assert_close(got.exp().masked_fill(eye, 0).sum(1), torch.full((10,), 9.0))  # mean 1 per row
+    assert (got.exp()[~eye] >= cal.min_weight * 0.5).all()
+
+
+def test_calibrator_learns_its_own_signal_and_not_the_contrastive_loss():
+    from mmcl.negatives import NegativeCalibrator
+
+    g = torch.Generator().manual_seed(0)
+    feats_ = torch.rand(2000, 4, generator=g) * 2 - 1
+    target = (feats_[:, 2] + feats_[:, 3]) > 1.0  # "aligned" when both unimodal similarities are high
+    cal = NegativeCalibrator(lr=1e-2)
+    first = cal.fit(feats_, target)
+    for _ in range(300):
+        last = cal.fit(feats_, target)
+    assert last < 0.5 * first
+    acc = ((cal.probability(feats_) > 0.5) == target).float().mean()
+    assert acc > 0.95
+
+    # the contrastive loss sends no gradient into the MLP, and the weights are detached
+    a, b, s = feats(n=10)
+    a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, false_negatives="none", weighting="calibrated")
+    loss_fn(a.detach(), b.detach(), s)
+    loss_fn.eval()
+    loss_fn(a, b, s).backward()
+    assert all(p.grad is None for p in loss_fn.calibrator.parameters())
+    # the gradient equals that of InfoNCE with the same (constant) log-weights
+    with torch.no_grad():
+        from mmcl.negatives import pair_features
+
+        prob = loss_fn.calibrator.probability(pair_features(a, b, a, b))
+        log_w = loss_fn.calibrator.log_weights(prob, torch.eye(10, dtype=torch.bool)).double()
+    a2, b2 = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    ref = (
+        F.cross_entropy(s * a2 @ b2.T + log_w, torch.arange(10))
+        + F.cross_entropy(s * b2 @ a2.T + log_w, torch.arange(10))
+    ) / 2
+    ref.backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+
+
+def test_calibrator_state_and_optimiser_survive_a_checkpoint_round_trip():
+    a, b, s = feats(n=10)
+    one = mmcl.create_loss("cluster_infonce", k=3, weighting="calibrated")
+    for _ in range(3):
+        one(a, b, s)
+    buffer = __import__("io").BytesIO()
+    torch.save(one.state_dict(), buffer)
+    buffer.seek(0)
+    two = mmcl.create_loss("cluster_infonce", k=3, weighting="calibrated")
+    two.load_state_dict(torch.load(buffer, weights_only=True))
+    assert int(two.calibrator.fit_steps) == 3 and two.calibrator.opt.state_dict()["state"]
+    torch.testing.assert_close(two(a, b, s), one(a, b, s))  # same weights, then the same Adam step
+    for p, q in zip(one.calibrator.parameters(), two.calibrator.parameters()):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="'none' or 'calibrated'"):
+        mmcl.create_loss("cluster_infonce", weighting="soft")
+
+
+def test_spherical_kmeans_inertia_is_within_one_percent_of_scikit_learn():
+    from sklearn.cluster import KMeans
+
+    from mmcl.negatives.bank import spherical_kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    points = F.normalize(centres.repeat_interleave(50, 0) + 0.15 * torch.randn(300, 8, generator=g), dim=1)
+
+    def inertia(x, c):
+        return float(((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).values.sum())
+
+    ours = spherical_kmeans(points, 6, seed=0)
+    # on the unit sphere, the inertia of the assignment with the (re-normalised) cluster means
+    assign = (points @ ours.T).argmax(1)
+    means = torch.stack([points[assign == j].mean(0) for j in range(6)])
+    km = KMeans(6, n_init=5, random_state=0).fit(points.numpy())
+    assert inertia(points, means) <= 1.01 * km.inertia_
+
+
+def test_margin_masks_and_adds_the_bidirectional_margin_loss():
+    a, b, s = feats(n=10)
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, false_negatives="margin", margin_weight=0.5, margin_beta=0.2)
+    loss_fn(a, b, s)
+    loss_fn.eval()
+    got = loss_fn(a, b, s)
+    masked = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask")
+    masked.load_state_dict(loss_fn.state_dict())
+    masked.eval()
+    c = loss_fn.centroids
+    ci, ct = c.assign(a), c.assign(b)
+    terms = []
+    for x, y, rid, cid in ((a, b, ci, ct), (b, a, ct, ci)):
+        for i in range(10):
+            for j in range(10):
+                if i != j and rid[i] == cid[j]:
+                    d = x[i] @ y[j] - x[i] @ y[i]
+                    terms.append(torch.relu(d) + torch.relu(-d - 0.2))
+    assert terms, "the toy batch must have same-cluster pairs"
+    torch.testing.assert_close(got, masked(a, b, s) + 0.5 * torch.stack(terms).mean())
+    assert loss_fn.last_stats["margin_pairs"] == len(terms)
+
+
+@pytest.mark.parametrize("signal", ["clusters", "text_similarity", "image_similarity"])
+def test_calibration_targets_follow_the_chosen_signal(signal):
+    from mmcl.negatives import NegativeCalibrator, pair_features
+
+    a, b, _ = feats(n=6)
+    b = b.clone()
+    b[1] = b[0]  # captions 0 and 1 are duplicates
+    cal = NegativeCalibrator(signal=signal, similarity_threshold=0.99)
+    ids_img, ids_txt = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 0, 1, 2, 2, 2])
+    t = cal.targets(pair_features(a, b, a, b), ids_img, ids_txt)
+    if signal == "clusters":  # same cluster in both modalities
+        assert t[0, 1] and t[1, 0] and not t[2, 3] and t[4, 5] and not t[0, 2]
+    elif signal == "text_similarity":
+        assert t[0, 1] and t[1, 0] and not t[0, 2] and t.diagonal().all()
+    else:
+        assert not t[0, 1] and t.diagonal().all()
+    with pytest.raises(ValueError, match="calibration signal must be one of"):
+        NegativeCalibrator(signal="labels")

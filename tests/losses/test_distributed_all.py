@@ -45,6 +45,8 @@ CASES = {
         {"k": 3, "hard_negatives": 1, "hard_log_weight": 0.5, "centroid_columns": True},
         "pair",
     ),
+    "cluster-margin": ("cluster_infonce", {"k": 3, "false_negatives": "margin", "margin_weight": 0.5}, "pair"),
+    "cluster-calibrated": ("cluster_infonce", {"k": 3, "false_negatives": "none", "weighting": "calibrated"}, "pair"),
 }
 BUILT = {name for name, _, _ in CASES.values()}
 CASE_IDS = [case for case, (name, _, _) in CASES.items() if name in mmcl.list_losses()]
