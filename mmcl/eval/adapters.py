@@ -93,6 +93,14 @@ class MmclAdapter(_Adapter):
         adapter.recipe, adapter.checkpoint = recipe, Path(ckpt)
         return adapter
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device=None) -> MmclAdapter:
+        """A pretrained folder written by ``save_pretrained`` / ``mmcl export pretrained``."""
+        from ..interop import load_pretrained
+
+        model, tokenize, preprocess = load_pretrained(path)
+        return cls(model, tokenize, preprocess, device or default_device(), name=Path(path).name, pretrained=str(path))
+
     def _encode_image(self, images):
         return self.model.encode_image(images)
 
@@ -186,8 +194,10 @@ class HFClipAdapter(_Adapter):
 
 
 def detect_model_type(model: str) -> str:
+    from ..interop.pretrained import _is_pretrained_dir
+
     path = Path(model)
-    if (path / "recipe.yaml").is_file():
+    if (path / "recipe.yaml").is_file() or _is_pretrained_dir(path):
         return "mmcl"
     if (path / "config.json").is_file():
         return "hf"
@@ -211,8 +221,16 @@ def load_adapter(
     if model_config is not None and model_type == "auto":
         kind = "open_clip"
     if kind == "mmcl":
+        from ..interop.pretrained import _is_pretrained_dir
+
+        if _is_pretrained_dir(Path(model)):
+            if pretrained is not None:
+                raise ConfigError(
+                    "--pretrained names a checkpoint of a run folder; a pretrained folder holds one model"
+                )
+            return MmclAdapter.from_pretrained(model, device)
         if not (Path(model) / "recipe.yaml").is_file():
-            raise ConfigError(f"{model}: not an mmcl run folder (no recipe.yaml)")
+            raise ConfigError(f"{model}: not an mmcl run folder (no recipe.yaml) nor a pretrained folder")
         return MmclAdapter.from_run(model, pretrained, device)
     if kind == "hf":
         if pretrained is not None:

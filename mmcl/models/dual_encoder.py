@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..interop.pretrained import PretrainedMixin
 from .heads import projection_head
 from .text import HFTextTower
 from .vision import TimmVisionTower
@@ -30,12 +31,14 @@ class DualEncoderOutput:
     logit_bias: torch.Tensor | None = None
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(PretrainedMixin, nn.Module):
     """CLIP-style model: ``encode_image``/``encode_text`` give normalised embeddings.
 
     The logit scale is stored as its log, initialised at ``log(cfg.logit_scale_init)`` and
     clamped to ``[0, log(cfg.logit_scale_max)]`` by :meth:`clamp_logit_scale` after each step.
     With ``cfg.logit_bias_init`` set, a learnable logit bias is added (sigmoid losses need it).
+    ``save_pretrained(dir)`` / ``DualEncoder.from_pretrained(dir)`` / ``push_to_hub(repo_id)``: see
+    :mod:`mmcl.interop`.
     """
 
     def __init__(self, cfg: ModelConfig, vision: TimmVisionTower, text: HFTextTower):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import PretrainedConfig
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from .dual_encoder import DualEncoder
 from .text import HFTextTower
 from .vision import TimmVisionTower
@@ -19,8 +21,31 @@ def create_model(
         cfg: model section of a recipe.
         text_config: build the text tower from this transformers config (random init) instead of
             its ``path``; used when a checkpoint supplies all the weights.
-        load_weights: read ``cfg.vision.weights``; off when a checkpoint supplies them.
+        load_weights: read ``cfg.vision.weights`` and ``cfg.init_from``; off when a checkpoint
+            supplies the weights.
     """
     vision = TimmVisionTower(cfg.vision, load_weights=load_weights)
     text = HFTextTower(cfg.text, hf_config=text_config)
-    return DualEncoder(cfg, vision, text)
+    model = DualEncoder(cfg, vision, text)
+    if load_weights and cfg.init_from:
+        init_from_pretrained(model, cfg.init_from)
+    return model
+
+
+def init_from_pretrained(model: DualEncoder, source: str) -> None:
+    """Copy every weight of the model saved at ``source`` into ``model`` (same architecture)."""
+    from ..interop import from_pretrained
+
+    if not Path(source).exists():
+        raise ConfigError(f"model.init_from: {source} does not exist (a pretrained, run or open_clip folder)")
+    theirs = from_pretrained(source, device="cpu").state_dict()
+    ours = model.state_dict()
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    shapes = [k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape]
+    if missing or extra or shapes:
+        raise ConfigError(
+            f"model.init_from: {source} is not the model this recipe describes "
+            f"(missing: {missing[:5]}, unexpected: {extra[:5]}, other shapes: {sorted(shapes)[:5]}); "
+            "make the recipe's model section match the saved config.json"
+        )
+    model.load_state_dict(theirs, strict=True)

@@ -35,6 +35,13 @@ class TimmVisionTower(nn.Module):
             raise ConfigError(
                 f"model.vision.kwargs {cfg.kwargs} not accepted by timm model {cfg.name!r}: {e}"
             ) from None
+        if cfg.pool is not None:
+            try:
+                self.trunk.reset_classifier(0, global_pool=cfg.pool)
+            except (AssertionError, KeyError, TypeError, ValueError) as e:
+                raise ConfigError(
+                    f"model.vision.pool {cfg.pool!r} not accepted by timm model {cfg.name!r}: {e}"
+                ) from None
         if cfg.grad_checkpointing:
             self.trunk.set_grad_checkpointing(True)
         if cfg.lock:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import yaml
+from safetensors.torch import load_model
 from transformers import AutoConfig, AutoTokenizer
 
 from ..config import ConfigError, Recipe, recipe_from_dict, recipe_to_dict
@@ -36,16 +37,20 @@ def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
     data["model"]["text"]["config"] = {"model_type": "bert"}  # placeholder; replaced by text_config.json
     data["model"]["text"]["path"] = None
     data["model"]["vision"]["weights"] = None
+    data["model"]["init_from"] = None
     data["train"]["resume"] = None
     return recipe_from_dict(data)
 
 
-def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None):
+def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, ema: bool | None = None):
     """Rebuild ``(model, tokenizer, recipe, checkpoint_path)`` from a run folder, offline.
 
     Args:
         run_dir: a folder written by ``mmcl train``.
         checkpoint: a checkpoint folder; the run's latest when None.
+        ema: load the checkpoint's EMA weights (``ema.safetensors``, written with
+            ``train.ema_decay``). None: the EMA when there is one, which is what the run's own
+            evaluation used; False: the trained weights.
     """
     from ..models import create_model
 
@@ -56,6 +61,12 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         raise ConfigError(f"no checkpoint found in {run_dir / 'checkpoints'}")
     text_config = AutoConfig.from_pretrained(run_dir / "text_config.json", local_files_only=True)
     model = create_model(recipe.model, text_config=text_config, load_weights=False)
-    load_weights(ckpt, model)
+    has_ema = (ckpt / "ema.safetensors").is_file()
+    if ema and not has_ema:
+        raise ConfigError(f"{ckpt} has no ema.safetensors (the run did not set train.ema_decay)")
+    if has_ema and ema is not False:
+        load_model(model, str(ckpt / "ema.safetensors"), strict=True)
+    else:
+        load_weights(ckpt, model)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", local_files_only=True, trust_remote_code=False)
     return model, tokenizer, recipe, ckpt

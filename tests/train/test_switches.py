@@ -150,6 +150,11 @@ def test_ema_of_weights_is_saved_resumed_and_used(tiny_corpus, tmp_path):
     ema_a = {k: v.clone() for k, v in straight.ema.module.state_dict().items()}
     model_a = straight.unwrapped.state_dict()
     assert any(not torch.allclose(ema_a[k], model_a[k]) for k in model_a if model_a[k].is_floating_point())
+    # evaluating the run later (mmcl eval RUN, load_run) uses the EMA too, as training's eval did
+    loaded = mmcl.load_run(tmp_path / "a")[0].state_dict()
+    raw = mmcl.load_run(tmp_path / "a", ema=False)[0].state_dict()
+    for k in model_a:
+        assert torch.equal(loaded[k], ema_a[k]) and torch.equal(raw[k], model_a[k]), k
     mmcl.Trainer(recipe(tiny_corpus, tmp_path / "b", steps=4, ema_decay=0.5, stop_at_step=2, checkpoint_every=2)).fit()
     resumed = mmcl.Trainer(recipe(tiny_corpus, tmp_path / "b", steps=4, ema_decay=0.5, resume="latest"))
     resumed.fit()

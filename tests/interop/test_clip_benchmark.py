@@ -1,0 +1,84 @@
+"""CLIP_benchmark's own code, run on an mmcl model exported to open_clip and on a generated
+WebDataset in CLIP_benchmark's `wds` layout, gives the numbers of mmcl's evaluator on the mmcl model."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmcl.cli import main
+from mmcl.config import SyntheticConfig
+from mmcl.data.synthetic import make_corpus
+from mmcl.eval.datasets import open_dataset
+from mmcl.eval.export import write_clip_benchmark_wds
+
+from .conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from mmcl.interop import export_open_clip
+
+    root = tmp_path_factory.mktemp("cb")
+    corpus = make_corpus(
+        SyntheticConfig(root=str(root / "shapes"), n_train=8, n_test=96, n_novel=8, image_size=32), progress=False
+    )
+    data = open_dataset(corpus / "test.csv")
+    write_clip_benchmark_wds(data, root / "wds_cls", "classification", shard_size=32)
+    write_clip_benchmark_wds(data, root / "wds_ret", "retrieval", shard_size=32)
+    model = tiny_model("test_vit", seed=3)
+    model.save_pretrained(root / "mmcl-model")
+    export_open_clip(model, root / "open-clip-model")
+    return root
+
+
+def _mmcl(root, task, dataset):
+    out = root / f"{task}.json"
+    args = ["eval", task, "--model", str(root / "mmcl-model"), "--dataset", str(root / dataset), "--device", "cpu"]
+    assert main([*args, "--output", str(out), "--no-progress"]) == 0
+    return json.loads(out.read_text())["metrics"]
+
+
+def _clip_benchmark(root, dataset, task, batch_size=32):
+    import open_clip
+    from clip_benchmark.datasets.builder import build_dataset
+
+    name = f"local-dir:{root / 'open-clip-model'}"
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    model.eval()
+    ds = build_dataset("wds/shapes", root=str(root / dataset), transform=preprocess, split="test", task=task)
+    if task == "zeroshot_retrieval":
+        collate = lambda b: (torch.stack([x for x, _ in b]), [t for _, t in b])  # noqa: E731
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+    else:
+        loader = torch.utils.data.DataLoader(ds.batched(batch_size), batch_size=None)
+    return model, ds, loader, open_clip.get_tokenizer(name)
+
+
+def test_clip_benchmark_zero_shot_on_the_export_equals_mmcl(setup, monkeypatch):
+    from clip_benchmark.metrics import zeroshot_classification
+
+    monkeypatch.setattr(  # clip-benchmark 1.6.2's accuracy() vs NumPy >= 2.4 (see tests/eval/test_metrics.py)
+        zeroshot_classification, "float", lambda v: builtins.float(np.asarray(v).reshape(())), raising=False
+    )
+    model, ds, loader, tok = _clip_benchmark(setup, "wds_cls", "zeroshot_classification")
+    theirs = zeroshot_classification.evaluate(model, loader, tok, ds.classes, ds.templates, "cpu", amp=False)
+    ours = _mmcl(setup, "zeroshot", "wds_cls")
+    assert ours["num_items"] > 20
+    for key in ("acc1", "acc5", "mean_per_class_recall"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-9), key
+
+
+def test_clip_benchmark_retrieval_on_the_export_equals_mmcl(setup):
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    model, ds, loader, tok = _clip_benchmark(setup, "wds_ret", "zeroshot_retrieval")
+    theirs = zeroshot_retrieval.evaluate(model, loader, tok, "cpu", amp=False, recall_k_list=[1, 5, 10])
+    ours = _mmcl(setup, "retrieval", "wds_ret")
+    assert ours["num_images"] == 96
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, abs=1e-9), key
