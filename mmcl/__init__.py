@@ -5,12 +5,15 @@ Public API:
     create_model, DualEncoder               timm vision tower + HF text tower
     create_loss, list_losses                registered contrastive losses
     Trainer, load_run                       train from a recipe; rebuild a trained model
+    from_pretrained, load_pretrained        load a saved model folder (safetensors, offline)
+    export_open_clip, import_open_clip      move models to and from open_clip
     evaluate                                zero-shot and retrieval evaluators
 """
 
 from .config import ConfigError, Recipe, load_recipe
 from .data.synthetic import SyntheticConfig, make_corpus
 from .eval import evaluate
+from .interop import export_open_clip, from_pretrained, import_open_clip, load_pretrained, push_to_hub
 from .losses import create_loss, list_losses, register_loss
 from .models import DualEncoder, DualEncoderOutput, create_model
 from .train import Trainer, TrainingError, load_run
@@ -28,6 +31,11 @@ __all__ = [
     "create_loss",
     "create_model",
     "evaluate",
+    "export_open_clip",
+    "from_pretrained",
+    "import_open_clip",
+    "load_pretrained",
+    "push_to_hub",
     "list_losses",
     "load_recipe",
     "load_run",

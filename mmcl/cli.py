@@ -18,6 +18,7 @@ EPILOG = textwrap.dedent("""\
       mmcl eval runs/quickstart
       mmcl eval zeroshot --model runs/quickstart --dataset data/shapes/test.csv
       mmcl data make-synthetic data/shapes --n-train 20000
+      mmcl report runs/quickstart
     """)
 
 
@@ -132,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("recipe", help="path to a recipe YAML file (see recipes/)")
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=5e-4")
+    t.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 steps on a tiny generated corpus on the CPU, the recipe's model and loss kept "
+        "(weights files dropped); output in runs/smoke/<name> unless train.output_dir is given",
+    )
 
     e = sub.add_parser(
         "eval",
@@ -237,6 +244,25 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--format", choices=["markdown", "csv"], default="markdown", help="table format (markdown)")
     sm.add_argument("--output", help="write the table here instead of printing it")
 
+    rp = sub.add_parser(
+        "report",
+        help="an HTML page and markdown summary with plots of a run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a self-contained HTML page (report.html), a markdown summary (report.md) and PNG "
+        "plots of a run: loss, learning rate, logit scale, throughput, evaluation metrics over steps, a "
+        "retrieval recall@k curve and an embedding map of the evaluation images coloured by class or cluster.",
+        epilog="The recall@k curve and embedding map encode the recipe's eval.datasets with the run's latest\n"
+        "checkpoint; they are skipped, with a note, when either is missing, so a folder holding only\n"
+        "metrics.jsonl still gets a report.\n\n"
+        "example:\n  mmcl report runs/quickstart\n  mmcl report runs/quickstart --no-embeddings --output /tmp/report",
+    )
+    rp.add_argument("run_dir", help="a run folder written by `mmcl train`")
+    rp.add_argument("--output", help="output folder (default: RUN_DIR/report)")
+    rp.add_argument("--no-embeddings", action="store_true", help="skip the recall@k curve and the embedding map")
+    rp.add_argument("--checkpoint", help="checkpoint folder to encode with (default: the run's latest)")
+    rp.add_argument("--max-images", type=int, default=500, help="images per eval dataset to encode (default 500)")
+    rp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
     d = sub.add_parser("data", help="data tools", description="Data tools.")
     dsub = d.add_subparsers(dest="data_command", metavar="TOOL")
     ms = dsub.add_parser(
@@ -314,6 +340,9 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--grid-size", type=int, default=16, help="samples in the grid (default 16)")
     ins.add_argument("--json", help="also write the report as JSON here")
     ins.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .interop.cli import add_parser as add_export_parser
+
+    add_export_parser(sub)
     return p
 
 
@@ -330,7 +359,12 @@ def _train(args) -> int:
     from .config import load_recipe
     from .train import Trainer
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    if args.smoke:
+        from .smoke import smoke_recipe
+
+        recipe = smoke_recipe(args.recipe, args.overrides)
+    else:
+        recipe = load_recipe(args.recipe, args.overrides)
     Trainer(recipe).fit()
     return 0
 
@@ -356,6 +390,24 @@ def _eval_run(args) -> int:
     json_path, md_path = write_results(records, args.run_dir, step, recipe.name)
     print(markdown_table(records))
     print(f"results: {json_path} and {md_path}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    written = write_report(
+        args.run_dir,
+        args.output,
+        embeddings=not args.no_embeddings,
+        checkpoint=args.checkpoint,
+        max_images=args.max_images,
+        device=args.device,
+    )
+    for note in written["notes"]:
+        print(f"note: {note}")
+    for path in (written["html"], written["markdown"], *written["plots"].values()):
+        print(f"wrote {path}")
     return 0
 
 
@@ -518,8 +570,11 @@ EVAL_COMMANDS = ("run", "zeroshot", "retrieval", "linear-probe", "knn", "composi
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """`mmcl eval RUN_DIR` is short for `mmcl eval run RUN_DIR`."""
+    """`mmcl eval RUN_DIR` is short for `mmcl eval run RUN_DIR`; `mmcl train R --smoke K=V` works."""
     argv = list(argv)
+    if argv[:1] == ["train"] and "--smoke" in argv:  # a flag anywhere among the overrides
+        argv.remove("--smoke")
+        argv.insert(1, "--smoke")
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] not in EVAL_COMMANDS and not argv[1].startswith("-"):
         argv.insert(1, "run")
     return argv
@@ -545,6 +600,10 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args, parser)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "export":
+            return args.func(args)
         return _data(args, parser)
     except (ConfigError, TrainingError) as e:
         print(f"mmcl: error: {e}", file=sys.stderr)
