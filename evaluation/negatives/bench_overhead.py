@@ -1,0 +1,106 @@
+"""Wall-clock overhead per training step of the cluster-guided policies against plain InfoNCE.
+
+The quickstart model (recipes/cluster-negatives-quickstart.yaml) takes full training steps
+(forward, loss, backward, AdamW) on one fixed batch of 128 real pairs. The arms are timed
+INTERLEAVED, round after round, so a change in machine load hits every arm alike; the report
+gives each arm's median seconds per step and its ratio to InfoNCE. The cluster state is started
+first (the gate opened on real embeddings), so every policy does its full work in the timed steps.
+
+    python evaluation/negatives/bench_overhead.py            # 30 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_negatives import ARMS, RECIPE  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--arms", nargs="+", default=["infonce", "mask", "hard", "calibrated", "calibrated-text"])
+    p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
+    args = p.parse_args()
+    import os
+
+    os.chdir(ROOT)
+    import mmcl
+    from mmcl.data import Tokenize, build_train_data, image_transforms, load_tokenizer
+    from mmcl.data.synthetic import ensure_corpus
+    from mmcl.models import create_model
+    from mmcl.train.optim import create_optimizer
+
+    recipe = mmcl.load_recipe(RECIPE)
+    ensure_corpus(recipe.data.synthetic)
+    torch.manual_seed(0)
+    model = create_model(recipe.model)
+    tokenize = Tokenize(load_tokenizer(recipe.model.text), recipe.model.text.max_length)
+    train_tf, _ = image_transforms(model.vision.data_config(), recipe.data.augment)
+    data = build_train_data(recipe.data, train_tf, tokenize, 0, 1, seed=0)
+    data.start_epoch(epoch=0, batch_in_epoch=0, progress={})
+    batch = next(iter(data.loader))
+    images, texts = batch["images"], {k: batch[k] for k in ("input_ids", "attention_mask")}
+    opt = create_optimizer(model, recipe.train)
+    losses = {}
+    for arm in args.arms:
+        spec = ARMS[arm]
+        gate = {"gate": 1.0} if "gate" in spec["kwargs"] else {}  # open at once: time the full policy
+        loss_fn = mmcl.create_loss(spec["name"], **{**spec["kwargs"], **gate})
+        with torch.no_grad():  # open the gate on this batch's real embeddings
+            out = model(images, texts["input_ids"], texts["attention_mask"])
+            loss_fn(out.image_embeds, out.text_embeds, out.logit_scale)
+        losses[arm] = loss_fn
+
+    def step(loss_fn):
+        out = model(images, texts["input_ids"], texts["attention_mask"])
+        loss = loss_fn(out.image_embeds, out.text_embeds, out.logit_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for arm in args.arms:  # warm-up
+        step(losses[arm])
+    times = {arm: [] for arm in args.arms}
+    for _ in range(args.rounds):
+        for arm in args.arms:
+            t0 = time.perf_counter()
+            step(losses[arm])
+            times[arm].append(time.perf_counter() - t0)
+    base = statistics.median(times["infonce"]) if "infonce" in times else None
+    rows = []
+    for arm in args.arms:
+        med = statistics.median(times[arm])
+        rows.append({"arm": arm, "s_per_step": med, "ratio_to_infonce": med / base if base else None})
+    out = Path(args.results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python evaluation/negatives/bench_overhead.py", *sys.argv[1:]])
+    info = {"command": command, "rounds": args.rounds, "batch": 128, "threads": torch.get_num_threads(), "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    lines = [
+        "# Cluster-guided negatives: overhead per training step",
+        "",
+        f"Quickstart model, batch 128, full training step (forward, loss, backward, AdamW), CPU with "
+        f"{torch.get_num_threads()} threads; median of {args.rounds} interleaved rounds. Command: `{command}`.",
+        "",
+        "| arm | s/step | vs infonce |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['arm']} | {r['s_per_step']:.3f} | {r['ratio_to_infonce']:.3f}x |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
