@@ -294,6 +294,12 @@ def _parser() -> argparse.ArgumentParser:
     mc.add_argument("csv", help="a split CSV written by make-synthetic (needs its key column)")
     mc.add_argument("out", help="output file: .jsonl (default) or .csv")
     mc.add_argument("--seed", type=int, default=0, help="seed of the replacement draws (default 0)")
+    mc.add_argument(
+        "--merge",
+        action="store_true",
+        help="one row per image with all its negatives: training data for NegCLIP-style fine-tuning "
+        "(data.negatives_key: negatives)",
+    )
     cv = dsub.add_parser(
         "convert",
         help="write a CSV/TSV/JSONL file or an image folder as WebDataset shards",
@@ -541,7 +547,7 @@ def _data(args, parser) -> int:
     if args.data_command == "make-compositional":
         from .eval.compositional import shapes_compositional_items
 
-        counts = shapes_compositional_items(args.csv, args.out, seed=args.seed)
+        counts = shapes_compositional_items(args.csv, args.out, seed=args.seed, merge=args.merge)
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     if args.data_command != "make-synthetic":

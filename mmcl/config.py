@@ -66,6 +66,9 @@ class DataConfig:
     caption_key: str | None = None
     label_key: str | None = None  # an integer label column/member (SupCon, probes); optional
     image2_key: str | None = None  # a second image column/member: paired image modalities
+    # hard-negative captions per row (CSV/JSONL; NegCLIP-style training with loss infonce): each
+    # image is also scored against one of them (`mmcl data make-compositional --merge` writes them)
+    negatives_key: str | None = None
     separator: str = ","  # "\t" for TSV (a .tsv file uses tabs anyway)
     # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
     caption_separator: str | None = None
@@ -499,6 +502,15 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(
             f"loss.name: {lo.name!r} is a two-view loss for image-image training; image-text training needs "
             f"one of: {', '.join(fits)}"
+        )
+    if d.negatives_key is not None:
+        _check(
+            lo.name == "infonce",
+            f"data.negatives_key: hard-negative captions are scored by loss.name: infonce (got {lo.name!r})",
+        )
+        _check(
+            t.accumulation_steps == 1,
+            "data.negatives_key does not support train.accumulation_steps > 1 yet; valid value: 1",
         )
     if d.sampler == "clusters":
         _check(

@@ -5,7 +5,8 @@ or a cluster job, on a laptop. The recipe's model and loss are kept as written. 
 or files the machine may not have is replaced:
 
 - ``data``: a 48-pair generated captioned-shapes corpus (CSV), batch 4, no workers; the data
-  section's keys (augmentation, ``image2_key``) are kept where the generated data has them;
+  section's augmentation and sampler are kept; a recipe with ``negatives_key`` gets the corpus's
+  hard-negative captions (``make-compositional --merge``);
 - ``model.vision.weights`` and ``model.init_from``: dropped (random init); ViTs run at 64 px
   (same layers and widths, fewer patches);
 - ``train``: 2 steps, CPU, fp32, no torch.compile, a checkpoint at step 2, into
@@ -53,7 +54,14 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
         "batch_size": 4,
         "num_workers": 0,
         "augment": old_data.get("augment", {}),
+        **{k: old_data[k] for k in ("sampler", "sampler_kwargs") if k in old_data},
     }
+    if old_data.get("negatives_key"):  # NegCLIP-style recipes: the corpus's own hard-negative captions
+        from .eval.compositional import shapes_compositional_items
+
+        merged = out / "data" / "train-negatives.jsonl"
+        shapes_compositional_items(corpus / "train.csv", merged, merge=True)
+        data["data"].update(train=str(merged), caption_key="caption", negatives_key="negatives")
     model = dict(data.get("model") or {})
     model["init_from"] = None
     vision = {**(model.get("vision") or {}), "weights": None}

@@ -13,7 +13,9 @@ class ImageTextCollate:
 
     Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``. A second
     image per item (``image2``, paired modalities) or a two-view transform's pair of tensors
-    gives ``batch["images2"]``. With ``tokenize=None`` (image-only training) no text is kept.
+    gives ``batch["images2"]``. Items with a hard-negative caption (``"negative"``) also give
+    ``neg_input_ids`` / ``neg_attention_mask``, padded like the captions. With ``tokenize=None``
+    (image-only training) no text is kept.
     """
 
     def __init__(self, tokenize: Callable[[list[str]], dict] | None):
@@ -33,7 +35,16 @@ class ImageTextCollate:
             batch["images"] = torch.stack([it["image"] for it in items])
         if "image2" in items[0]:
             batch["images2"] = torch.stack([it["image2"] for it in items])
-        if self.tokenize is not None:
+        if self.tokenize is not None and "negative" in items[0]:
+            # captions and their hard negatives in one call: one padded length for both
+            n = len(items)
+            tokens = self.tokenize([it["text"] for it in items] + [it["negative"] for it in items])
+            batch["input_ids"], batch["neg_input_ids"] = tokens["input_ids"][:n], tokens["input_ids"][n:]
+            batch["attention_mask"], batch["neg_attention_mask"] = (
+                tokens["attention_mask"][:n],
+                tokens["attention_mask"][n:],
+            )
+        elif self.tokenize is not None:
             batch.update(self.tokenize([it["text"] for it in items]))
         batch["index"] = torch.tensor([it["index"] for it in items])
         if any("label" in it for it in items):

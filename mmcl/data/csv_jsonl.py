@@ -72,6 +72,7 @@ class PairedImageTextDataset(MapPairs):
         caption_seed: int = 0,
         image2_key: str | None = None,
         need_caption: bool = True,
+        negatives_key: str | None = None,
     ):
         self.path = Path(path)
         rows = read_table(self.path, separator)
@@ -82,6 +83,7 @@ class PairedImageTextDataset(MapPairs):
             ("caption_key", caption_key if need_caption else None),
             ("label_key", label_key),
             ("image2_key", image2_key),
+            ("negatives_key", negatives_key),
         ):
             if column is not None:
                 required[option] = column
@@ -95,6 +97,21 @@ class PairedImageTextDataset(MapPairs):
         self.labels = [int(r[label_key]) for r in rows] if label_key is not None else None
         self.rows = rows
         self.make = ItemMaker(transform, seed, caption_seed, need_caption)
+        # hard-negative captions per row (NegCLIP-style training): a JSONL list, or a CSV cell split
+        # on caption_separator; each read picks one, seeded like the caption
+        self.negative_lists = (
+            [caption_list(r.get(negatives_key), caption_separator) for r in rows] if negatives_key else None
+        )
+
+    def __getitem__(self, index: int):
+        item = super().__getitem__(index)
+        if self.negative_lists is None or not isinstance(item, dict):
+            return item
+        negatives = self.negative_lists[index]
+        if not negatives:
+            return None, "no_negative"
+        item["negative"] = self.make.negative(negatives, index, self.epoch)
+        return item
 
     def __len__(self) -> int:
         return len(self.images)

@@ -26,7 +26,8 @@ from .images import load_image
 
 # Reasons a sample can be skipped; counted per reason.
 # ``small_batch``: usable samples dropped with a batch that had < 2 usable samples on some rank.
-SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard", "small_batch")
+# ``no_negative``: a row without a hard-negative caption when ``data.negatives_key`` asks for one.
+SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard", "small_batch", "no_negative")
 
 
 @contextlib.contextmanager
@@ -79,6 +80,10 @@ class ItemMaker:
         if len(captions) <= 1:
             return captions[0] if captions else ""
         return captions[random.Random(_mix(self.caption_seed, epoch, uid, 1)).randrange(len(captions))]
+
+    def negative(self, negatives: list[str], uid: int, epoch: int) -> str:
+        """One of a row's hard-negative captions, seeded like :meth:`caption` (its own stream)."""
+        return negatives[random.Random(_mix(self.caption_seed, epoch, uid, 3)).randrange(len(negatives))]
 
     def _pixels(self, image, uid: int, epoch: int, view: int):
         if not isinstance(image, Image.Image):

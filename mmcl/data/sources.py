@@ -179,6 +179,11 @@ def build_train_data(
             f"data.sampler: {data.sampler} reorders a map-style source (csv, jsonl, folder, hf); {data.train} is "
             f"read as a stream ({kind}{', streaming' if kind == 'hf' else ''}); valid choice for streams: random"
         )
+    if data.negatives_key is not None and kind not in ("csv", "jsonl"):
+        raise ConfigError(
+            f"data.negatives_key (hard-negative captions) is read from CSV/JSONL files; {data.train} is a {kind} "
+            "source; valid sources for it: csv, jsonl"
+        )
     if map_style:
         if kind == "folder":
             dataset = FolderPairs(data.train, transform, data.caption_template, aug_seed, need_caption)
@@ -218,6 +223,7 @@ def build_train_data(
                 caption_seed=seed,
                 image2_key=data.image2_key,
                 need_caption=need_caption,
+                negatives_key=data.negatives_key,
             )
         if data.sampler == "clusters":
             from ..negatives.sampler import ClusterBatchSampler

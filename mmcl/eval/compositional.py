@@ -152,13 +152,18 @@ def _caption(objects: list[dict], at: str, rel: str | None) -> str:
     return f"a {d[0]} {at}" if rel is None else f"a {d[0]} {at}, {rel} a {d[1]}"
 
 
-def shapes_compositional_items(csv_path: str | Path, out_path: str | Path, seed: int = 0) -> Counter:
+def shapes_compositional_items(
+    csv_path: str | Path, out_path: str | Path, seed: int = 0, merge: bool = False
+) -> Counter:
     """Write compositional items for a shapes-corpus split (``mmcl data make-synthetic``).
 
     Every item's true caption is rendered canonically from the scene's key, and each negative
     changes exactly one thing: ``replace_colour`` / ``replace_shape`` (first object), and for
     two-object scenes ``swap_colours`` (the objects exchange colours) and ``swap_relation`` (the
     relation is inverted). Returns the number of items per type.
+
+    ``merge``: one row per image with all its negatives (type ``all``), the layout of training data
+    for NegCLIP-style fine-tuning (``data.negatives_key: negatives``).
     """
     from ..data.synthetic import COLOURS, INVERSE, SHAPES
 
@@ -186,6 +191,11 @@ def shapes_compositional_items(csv_path: str | Path, out_path: str | Path, seed:
                     [{**a, "colour": b["colour"]}, {**b, "colour": a["colour"]}], at, rel
                 )
             variants["swap_relation"] = _caption(objects, at, INVERSE[rel])
+        if merge:
+            path = os.path.normpath(os.path.join(image_dir, r["filepath"]))
+            out.append({"filepath": path, "caption": true, "negatives": list(variants.values()), "type": "all"})
+            counts["all"] += 1
+            continue
         for kind, negative in variants.items():
             out.append(
                 {

@@ -22,6 +22,10 @@ class InfoNCELoss(nn.Module):
     batch W*B, and the mean of the ranks' values is that process's value.
     Logits are computed in fp32 (or fp64 for fp64 inputs) whatever the feature dtype.
 
+    With ``text_negatives`` (one hard-negative caption embedding per pair, NegCLIP, Yuksekgonul et
+    al. 2023) the image->text direction also scores every image against the W*B gathered
+    negatives: ``CE(s * X [Y; N]^T, I)``; the text->image direction is unchanged.
+
     Args:
         label_smoothing: as in ``torch.nn.functional.cross_entropy``; 0 is plain CLIP.
         chunk_size: compute the logits this many rows at a time, forward and backward, so the
@@ -57,11 +61,23 @@ class InfoNCELoss(nn.Module):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor,
         logit_bias: torch.Tensor | None = None,
+        text_negatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
         img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
         all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
         scale = logit_scale.to(img.dtype)
         offset = sum(sizes[:rank])
+        if text_negatives is not None:
+            if self.chunk_size is not None:
+                raise ValueError("text_negatives is not supported with chunk_size yet; set chunk_size: null")
+            if text_negatives.shape != text_features.shape:
+                raise ValueError(
+                    f"text_negatives must have the captions' shape {tuple(text_features.shape)}, "
+                    f"got {tuple(text_negatives.shape)}"
+                )
+            # NegCLIP: every image also meets every hard-negative caption of the global batch
+            neg = gather_with_grad(text_negatives.to(txt.dtype), sizes)
+            all_txt = torch.cat([all_txt, neg])
         if self.chunk_size is not None and len(sizes) == 1:
             # One process: both directions from one pass over one logit matrix. (A constant bias
             # does not change a softmax cross-entropy, so the chunked paths ignore it.)

@@ -292,11 +292,18 @@ class Trainer:
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
         if len(batches) == 1:
             batch = batches[0]
+            ids, mask, extra = batch["input_ids"], batch["attention_mask"], {}
+            if "neg_input_ids" in batch:  # hard-negative captions go through the text tower in the same pass
+                ids, mask = torch.cat([ids, batch["neg_input_ids"]]), torch.cat([mask, batch["neg_attention_mask"]])
             with acc.autocast():
-                out = self.model(batch["images"], batch["input_ids"], batch["attention_mask"])
+                out = self.model(batch["images"], ids, mask)
+            text = out.text_embeds.float()
+            if "neg_input_ids" in batch:
+                n = batch["input_ids"].shape[0]
+                text, extra["text_negatives"] = text[:n], text[n:]
             bias = out.logit_bias.float() if out.logit_bias is not None else None
             loss = call_cross_modal(
-                self.loss_fn, out.image_embeds.float(), out.text_embeds.float(), out.logit_scale.float(), bias
+                self.loss_fn, out.image_embeds.float(), text, out.logit_scale.float(), bias, **extra
             )
             finite = torch.isfinite(loss.detach()).float()
             if acc.reduce(finite, reduction="sum").item() < acc.num_processes:

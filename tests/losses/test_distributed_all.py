@@ -17,11 +17,13 @@ import torch.nn.functional as F
 import mmcl
 
 # How each loss is called: "pair" = (image, text, scale, bias); "views" = (z0, z1); "labels" = (z0, z1, labels);
-# "labels1" = (z0, None, labels). Registered names missing here (e.g. a memory-bank loss) are skipped.
+# "labels1" = (z0, None, labels); "negatives" = "pair" + text_negatives (a function of a and b).
+# Registered names missing here (e.g. a memory-bank loss) are skipped.
 CASES = {
     "infonce": ("infonce", {}, "pair"),
     "infonce-smooth": ("infonce", {"label_smoothing": 0.1}, "pair"),
     "infonce-chunked": ("infonce", {"chunk_size": 3, "label_smoothing": 0.1}, "pair"),
+    "infonce-negatives": ("infonce", {}, "negatives"),  # NegCLIP: hard-negative captions as extra columns
     "siglip": ("siglip", {}, "pair"),
     "siglip-chunked": ("siglip", {"chunk_size": 2}, "pair"),
     "triplet": ("triplet", {}, "pair"),
@@ -75,6 +77,10 @@ def run_case(case, a, b, labels, scale, bias, loss_kwargs=None):
     s, c = scale.clone().requires_grad_(), bias.clone().requires_grad_()
     if style == "pair":
         loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c)
+        feats, scalars = [a, b], [s, c]
+    elif style == "negatives":
+        negatives = F.normalize(b[:, [1, 2, 3, 4, 5, 0]] + 0.5 * a, dim=-1)
+        loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c, text_negatives=negatives)
         feats, scalars = [a, b], [s, c]
     elif style == "views":
         loss, feats, scalars = loss_fn(a, b), [a, b], []

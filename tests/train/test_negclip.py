@@ -1,0 +1,117 @@
+"""NegCLIP-style hard-negative captions: the loss's math, the data path (JSONL negatives, one
+seeded pick per read, skips), a training run that uses them, and the errors for unsupported set-ups."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmcl
+from mmcl.config import recipe_from_dict
+from mmcl.data import PairedImageTextDataset
+from mmcl.data.collate import ImageTextCollate
+from mmcl.errors import ConfigError
+from mmcl.eval.compositional import shapes_compositional_items
+
+from ..conftest import tiny_recipe_dict
+
+
+def test_infonce_with_text_negatives_matches_handwritten_math():
+    g = torch.Generator().manual_seed(0)
+    x, y, neg = (F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(3))
+    s = 7.0
+    got = mmcl.create_loss("infonce")(x, y, torch.tensor(s, dtype=torch.float64), text_negatives=neg)
+    total = 0.0
+    for i in range(5):
+        cols = [s * float(x[i] @ c) for c in torch.cat([y, neg])]  # image i: every caption and negative
+        total += -(cols[i] - math.log(sum(math.exp(v) for v in cols)))
+        rows = [s * float(y[i] @ r) for r in x]  # caption i: the images only
+        total += -(rows[i] - math.log(sum(math.exp(v) for v in rows)))
+    assert abs(float(got) - total / 10) < 1e-10
+    plain = mmcl.create_loss("infonce")(x, y, torch.tensor(s, dtype=torch.float64))
+    assert float(got) > float(plain)  # the negatives add columns to the image->text softmax
+    with pytest.raises(ValueError, match="captions' shape"):
+        mmcl.create_loss("infonce")(x, y, torch.tensor(s), text_negatives=neg[:3])
+    with pytest.raises(ValueError, match="chunk_size"):
+        mmcl.create_loss("infonce", chunk_size=2)(x, y, torch.tensor(s), text_negatives=neg)
+
+
+@pytest.fixture
+def negatives_corpus(tiny_corpus, tmp_path):
+    path = tmp_path / "train-neg.jsonl"
+    counts = shapes_compositional_items(tiny_corpus / "train.csv", path, merge=True)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert counts["all"] == len(rows) and all(len(r["negatives"]) >= 2 for r in rows)
+    return path, rows
+
+
+def test_items_carry_one_seeded_negative_and_rows_without_one_are_skipped(negatives_corpus, tmp_path):
+    path, rows = negatives_corpus
+    rows[0]["negatives"] = []
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = PairedImageTextDataset(
+        broken, lambda im: torch.zeros(3, 8, 8), caption_key="caption", negatives_key="negatives"
+    )
+    assert ds[0] == (None, "no_negative")
+    item = ds[1]
+    assert item["negative"] in rows[1]["negatives"] and item["negative"] != item["text"]
+    assert ds[1]["negative"] == item["negative"]  # the same pick on every read of an epoch
+    picks = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        picks.add(ds[1]["negative"])
+    assert len(picks) > 1  # every negative is used over the epochs
+
+    def tokenize(texts):
+        lengths = [len(t.split()) for t in texts]
+        ids = torch.zeros(len(texts), max(lengths), dtype=torch.long)
+        for i, n in enumerate(lengths):
+            ids[i, :n] = i + 1
+        return {"input_ids": ids, "attention_mask": (ids > 0).long()}
+
+    batch = ImageTextCollate(tokenize)([ds[0], ds[1], ds[2]])
+    assert batch["skipped"] == {"no_negative": 1} and batch["size"] == 2
+    assert batch["neg_input_ids"].shape == batch["input_ids"].shape == batch["neg_attention_mask"].shape
+
+
+def negclip_recipe(tiny_corpus, path, out, **train):
+    data = tiny_recipe_dict(tiny_corpus, out, **train)
+    data["eval"]["datasets"] = []
+    data["data"].update(train=str(path), caption_key="caption", negatives_key="negatives")
+    return data
+
+
+def test_training_uses_the_negatives(tiny_corpus, negatives_corpus, tmp_path):
+    path, _ = negatives_corpus
+
+    def first_loss(data):
+        mmcl.Trainer(recipe_from_dict(data)).fit()
+        lines = (tmp_path / data["name"] / "metrics.jsonl").read_text().splitlines()
+        return next(json.loads(x)["train/loss"] for x in lines if "train/loss" in x)
+
+    with_neg = negclip_recipe(tiny_corpus, path, tmp_path / "neg", steps=2)
+    with_neg["name"], with_neg["train"]["output_dir"] = "neg", str(tmp_path / "neg")
+    without = negclip_recipe(tiny_corpus, path, tmp_path / "plain", steps=2)
+    without["data"]["negatives_key"] = None
+    without["name"], without["train"]["output_dir"] = "plain", str(tmp_path / "plain")
+    # batch 8: log(16) columns per image instead of log(8) at random init
+    assert first_loss(with_neg) > first_loss(without) + 0.1
+
+
+def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
+    path, _ = negatives_corpus
+    data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
+    data["loss"] = {"name": "siglip"}
+    with pytest.raises(ConfigError, match="negatives_key: hard-negative captions are scored by loss.name: infonce"):
+        recipe_from_dict(data)
+    data = negclip_recipe(tiny_corpus, path, tmp_path / "r", accumulation_steps=2)
+    with pytest.raises(ConfigError, match="accumulation_steps > 1 yet; valid value: 1"):
+        recipe_from_dict(data)
+    data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
+    data["data"]["train"] = str(tiny_corpus)  # a folder: not a CSV/JSONL source
+    data["data"]["source"] = "folder"
+    with pytest.raises(ConfigError, match="valid sources for it: csv, jsonl"):
+        mmcl.Trainer(recipe_from_dict(data))
