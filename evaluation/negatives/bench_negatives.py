@@ -78,6 +78,17 @@ ARMS = {
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "false_negatives": "mask", "hard_negatives": 2, "hard_log_weight": 1.0},
     },
+    "hard+calibrated-text": {  # the two policies that cost least alone, together
+        "name": "cluster_infonce",
+        "kwargs": {
+            **CLUSTER,
+            "false_negatives": "none",
+            "hard_negatives": 2,
+            "hard_log_weight": 1.0,
+            "weighting": "calibrated",
+            "calibration": {"signal": "text_similarity"},
+        },
+    },
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "false_negatives": "none"},
@@ -286,7 +297,17 @@ def main() -> None:
     p.add_argument(
         "--arms",
         nargs="+",
-        default=["infonce", "hcl", "mask", "hard", "calibrated", "calibrated-text", "sampler"],
+        default=[
+            "infonce",
+            "hcl",
+            "mask",
+            "margin",
+            "hard",
+            "calibrated",
+            "calibrated-text",
+            "hard+calibrated-text",
+            "sampler",
+        ],
         choices=list(ARMS),
     )
     p.add_argument("--steps", type=int, default=400)
@@ -294,7 +315,9 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "runs" / "negatives"))
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives"))
     p.add_argument("--reuse", action="store_true", help="score finished runs in --out instead of training again")
-    p.add_argument("--include", help="an earlier results .json: its rows join this run's table (arms not re-run)")
+    p.add_argument(
+        "--include", nargs="*", default=[], help="earlier results .json files: their rows join this run's table"
+    )
     args = p.parse_args()
     global args_reuse
     args_reuse = args.reuse
@@ -312,7 +335,7 @@ def main() -> None:
     with open(DATA / "train.csv", newline="") as f:
         fn_rows = list(csv.DictReader(f))[:1000]
     fn_truth = truth_matrix(fn_rows)
-    rows = json.loads(Path(args.include).read_text())["rows"] if args.include else []
+    rows = [row for f in args.include for row in json.loads(Path(f).read_text())["rows"]]
     for seed in args.seeds:
         for arm in args.arms:
             row = run_arm(arm, args.steps, seed, Path(args.out), test_rows, truth, fn_rows, fn_truth)
@@ -340,15 +363,17 @@ def main() -> None:
     lines = [
         "# Cluster-guided negatives on a corpus with known false negatives",
         "",
-        f"`{RECIPE}` (quickstart model, shapes corpus with half the captions short), {args.steps} steps per arm, "
-        f"seeds {args.seeds}; mean +/- std over seeds. Retrieval: held-out split, {len(test_rows)} pairs, of which "
+        f"`{RECIPE}` (quickstart model, shapes corpus with half the captions short), "
+        f"{'/'.join(map(str, sorted({r['steps'] for r in rows})))} steps per arm, seeds "
+        f"{sorted({r['seed'] for r in rows})}; mean +/- std over seeds (n: runs per arm). "
+        f"Retrieval: held-out split, {len(test_rows)} pairs, of which "
         f"{int((truth & off).sum())} (image, other caption) pairs are also true matches. False-negative (FN) "
         f"detection: the first {len(fn_rows)} training pairs, with "
         f"{int((fn_truth & ~torch.eye(len(fn_rows), dtype=torch.bool)).sum())} true (image, other caption) "
         f"matches. Command: `{command}`.",
         "",
-        "| arm | " + " | ".join(c[1] for c in METRICS) + " |",
-        "|---|" + "---:|" * len(METRICS),
+        "| arm | n | " + " | ".join(c[1] for c in METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
     ]
     for arm, vals in summary.items():
         cells = []
@@ -359,7 +384,11 @@ def main() -> None:
                 cells.append(f"{100 * vals[key][0]:.1f} +/- {100 * vals[key][1]:.1f}")
             else:
                 cells.append(f"{vals[key][0]:.3f} +/- {vals[key][1]:.3f}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        n = sum(r["arm"] == arm for r in rows)
+        lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    embeddings = out.with_name(out.name + "_embeddings.png")
+    if embeddings.name not in images and embeddings.is_file():  # from the run that trained a cluster arm
+        images.append(embeddings.name)
     lines += ["", *[f"![{name}]({name})" for name in images]]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
