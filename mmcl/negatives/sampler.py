@@ -85,15 +85,14 @@ class ClusterBatchSampler(ResumableBatchSampler):
         queues = list(torch.split(members, counts.tolist()))
         used = [0] * (k + 1)
         left = counts.clone()
-        sim = self.centroids @ self.centroids.T
+        nearest = torch.argsort(self.centroids @ self.centroids.T, dim=1, descending=True, stable=True).tolist()
         order: list[torch.Tensor] = []
         while int(left.sum()) > 0:
             seed_group = int(torch.multinomial(left.float(), 1, generator=g))
             if seed_group == k:  # the unseen samples: no neighbours
                 chain = [k]
             else:
-                near = torch.argsort(sim[seed_group], descending=True, stable=True).tolist()
-                chain = [seed_group] + [c for c in near if c != seed_group]
+                chain = [seed_group] + [c for c in nearest[seed_group] if c != seed_group]
             want = min(self.block, int(left.sum()))
             share = -(-want // min(self.clusters_per_block, len(chain)))
             taken = 0
