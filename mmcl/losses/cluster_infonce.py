@@ -46,7 +46,9 @@ class ClusterGuidedInfoNCE(nn.Module):
     k, momentum, gate: the shared-space centroids (ClusterNS defaults 128, 1e-3, 0.4).
     mode: ``"online"`` (momentum update every step) or ``"periodic"`` (k-means over an embedding
         bank of ``bank_size`` rows every ``recluster_every`` steps).
-    false_negatives: ``"mask"`` (default), ``"margin"`` (mask + bidirectional margin) or ``"none"``.
+    false_negatives: ``"none"`` (default), ``"mask"`` or ``"margin"`` (mask + bidirectional margin).
+        The default was ``"mask"`` until the evidence benchmark (README "Cluster-guided negatives")
+        showed same-cluster masking removing mostly true negatives at practical ``k``.
     margin_alpha, margin_beta, margin_weight: the margin loss (ClusterNS: 0, 0.3, 1e-3).
     hard_negatives: how many neighbouring clusters count as hard (0: off).
     hard_log_weight: the log-weight added to hard-negative logits (0: off).
@@ -68,7 +70,7 @@ class ClusterGuidedInfoNCE(nn.Module):
         k: int = 128,
         momentum: float = 1e-3,
         gate: float = 0.4,
-        false_negatives: str = "mask",
+        false_negatives: str = "none",
         margin_alpha: float = 0.0,
         margin_beta: float = 0.3,
         margin_weight: float = 1e-3,

@@ -31,7 +31,7 @@ def test_with_every_policy_off_or_before_the_gate_it_is_infonce():
 
 def test_masking_and_hard_weights_match_hand_written_math():
     a, b, s = feats()
-    loss_fn = mmcl.create_loss("cluster_infonce", k=3, hard_negatives=1, hard_log_weight=0.7)
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask", hard_negatives=1, hard_log_weight=0.7)
     # start the centroids on this batch, then freeze them (eval: no update) for the comparison
     loss_fn(a, b, s)
     loss_fn.eval()
@@ -113,7 +113,10 @@ def test_trains_through_a_recipe_and_resumes_with_its_centroids(tiny_corpus, tmp
     def run(**train):
         d = tiny_recipe_dict(tiny_corpus, tmp_path / "run", **{"steps": 4, "checkpoint_every": 2, **train})
         d["eval"]["datasets"] = []
-        d["loss"] = {"name": "cluster_infonce", "kwargs": {"k": 4, "hard_negatives": 1, "hard_log_weight": 0.5}}
+        d["loss"] = {
+            "name": "cluster_infonce",
+            "kwargs": {"k": 4, "false_negatives": "mask", "hard_negatives": 1, "hard_log_weight": 0.5},
+        }
         t = mmcl.Trainer(recipe_from_dict(d))
         t.fit()
         return t
@@ -181,7 +184,7 @@ def test_periodic_cluster_loss_trains_and_gets_sample_ids(tiny_corpus, tmp_path)
     d["eval"]["datasets"] = []
     d["loss"] = {
         "name": "cluster_infonce",
-        "kwargs": {"k": 4, "mode": "periodic", "bank_size": 64, "recluster_every": 1},
+        "kwargs": {"k": 4, "false_negatives": "mask", "mode": "periodic", "bank_size": 64, "recluster_every": 1},
     }
     t = mmcl.Trainer(recipe_from_dict(d))
     t.fit()
@@ -252,13 +255,13 @@ def test_calibrator_learns_its_own_signal_and_not_the_contrastive_loss():
 
 def test_calibrator_state_and_optimiser_survive_a_checkpoint_round_trip():
     a, b, s = feats(n=10)
-    one = mmcl.create_loss("cluster_infonce", k=3, weighting="calibrated")
+    one = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask", weighting="calibrated")
     for _ in range(3):
         one(a, b, s)
     buffer = __import__("io").BytesIO()
     torch.save(one.state_dict(), buffer)
     buffer.seek(0)
-    two = mmcl.create_loss("cluster_infonce", k=3, weighting="calibrated")
+    two = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask", weighting="calibrated")
     two.load_state_dict(torch.load(buffer, weights_only=True))
     assert int(two.calibrator.fit_steps) == 3 and two.calibrator.opt.state_dict()["state"]
     torch.testing.assert_close(two(a, b, s), one(a, b, s))  # same weights, then the same Adam step

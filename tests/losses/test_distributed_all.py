@@ -36,15 +36,15 @@ CASES = {
     "hcl": ("hcl", {}, "views"),
     "hcl-hard": ("hcl", {"temperature": 0.2, "beta": 5.0, "tau_plus": 0.5}, "views"),
     # the centroids start on the first (gathered) batch, so the policies act in the compared call
-    "cluster-mask": ("cluster_infonce", {"k": 3}, "pair"),
+    "cluster-mask": ("cluster_infonce", {"k": 3, "false_negatives": "mask"}, "pair"),
     "cluster-periodic": (
         "cluster_infonce",
-        {"k": 3, "mode": "periodic", "bank_size": 16, "recluster_every": 1},
+        {"k": 3, "false_negatives": "mask", "mode": "periodic", "bank_size": 16, "recluster_every": 1},
         "pair",
     ),
     "cluster-hard": (
         "cluster_infonce",
-        {"k": 3, "hard_negatives": 1, "hard_log_weight": 0.5, "centroid_columns": True},
+        {"k": 3, "false_negatives": "mask", "hard_negatives": 1, "hard_log_weight": 0.5, "centroid_columns": True},
         "pair",
     ),
     "cluster-margin": ("cluster_infonce", {"k": 3, "false_negatives": "margin", "margin_weight": 0.5}, "pair"),

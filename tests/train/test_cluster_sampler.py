@@ -139,7 +139,7 @@ def test_the_loss_records_each_samples_cluster_and_remaps_after_reclustering():
 def sampler_recipe(corpus, out, **train):
     data = tiny_recipe_dict(corpus, out, **train)
     data["eval"]["datasets"] = []
-    data["loss"] = {"name": "cluster_infonce", "kwargs": {"k": 4, "gate": 1.1}}
+    data["loss"] = {"name": "cluster_infonce", "kwargs": {"k": 4, "gate": 1.1, "false_negatives": "mask"}}
     data["data"]["sampler"] = "clusters"
     data["data"]["sampler_kwargs"] = {"clusters_per_block": 2, "block": 8}
     return data
