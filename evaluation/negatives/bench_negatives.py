@@ -96,6 +96,7 @@ ARMS = {
     },
 }
 args_reuse = False
+args_finished_only = False
 METRICS = [
     ("zeroshot_acc1", "zero-shot", "%"),
     ("r1_i2t", "R@1 i->t (true matches)", "%"),
@@ -187,14 +188,24 @@ def score(run: Path, arm: str, rows: list[dict], truth: torch.Tensor, fn_rows: l
     return m
 
 
-def run_arm(arm: str, steps: int, seed: int, out: Path, rows, truth, fn_rows, fn_truth) -> dict:
+def run_arm(arm: str, steps: int, seed: int, out: Path, rows, truth, fn_rows, fn_truth) -> dict | None:
+    """Train (unless reusing a finished run) and score one arm; the row is also saved in the run
+    folder (``bench_row.json``), so a later ``--reuse`` reads it instead of scoring again."""
     loss = ARMS[arm]
     run = out / f"{arm}-seed{seed}"
+    if args_reuse and (run / "bench_row.json").is_file():
+        print(f"reusing the scores of {run}", flush=True)
+        return json.loads((run / "bench_row.json").read_text())
     if args_reuse and (run / "results.json").is_file():
         print(f"reusing {run}", flush=True)
+    elif args_finished_only:
+        print(f"skipping {run}: not trained (--finished-only)", flush=True)
+        return None
     else:
         train_arm(run, arm, loss, steps, seed)
-    return score_arm(run, arm, steps, seed, rows, truth, fn_rows, fn_truth)
+    row = score_arm(run, arm, steps, seed, rows, truth, fn_rows, fn_truth)
+    (run / "bench_row.json").write_text(json.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + "\n")
+    return row
 
 
 def train_arm(run: Path, arm: str, loss: dict, steps: int, seed: int) -> None:
@@ -316,11 +327,14 @@ def main() -> None:
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives"))
     p.add_argument("--reuse", action="store_true", help="score finished runs in --out instead of training again")
     p.add_argument(
+        "--finished-only", action="store_true", help="with --reuse: leave out (arm, seed) runs not trained yet"
+    )
+    p.add_argument(
         "--include", nargs="*", default=[], help="earlier results .json files: their rows join this run's table"
     )
     args = p.parse_args()
-    global args_reuse
-    args_reuse = args.reuse
+    global args_reuse, args_finished_only
+    args_reuse, args_finished_only = args.reuse, args.finished_only
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from mmcl import load_recipe
     from mmcl.data.synthetic import ensure_corpus
@@ -339,10 +353,17 @@ def main() -> None:
     for seed in args.seeds:
         for arm in args.arms:
             row = run_arm(arm, args.steps, seed, Path(args.out), test_rows, truth, fn_rows, fn_truth)
+            if row is None:
+                continue
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.startswith("_") and k != "curve"}), flush=True)
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not any(r.get("_clusters") for r in rows):  # reused scores: embed one cluster arm for the map
+        pick = next((r for r in rows if ARMS[r["arm"]]["name"] == "cluster_infonce"), None)
+        if pick is not None:
+            run = Path(args.out) / f"{pick['arm']}-seed{pick['seed']}"
+            pick.update(score(run, pick["arm"], test_rows, truth, fn_rows, fn_truth))
     images = plots(rows, out)
     command = " ".join(["python evaluation/negatives/bench_negatives.py", *sys.argv[1:]])
     summary = summarise(rows)

@@ -5,6 +5,7 @@ The quickstart model (recipes/cluster-negatives-quickstart.yaml) takes full trai
 INTERLEAVED, round after round, so a change in machine load hits every arm alike; the report
 gives each arm's median seconds per step and its ratio to InfoNCE. The cluster state is started
 first (the gate opened on real embeddings), so every policy does its full work in the timed steps.
+The cluster-aware sampler has no per-step cost (it orders each epoch once, at its start).
 
     python evaluation/negatives/bench_overhead.py            # 30 rounds
 """
@@ -30,7 +31,11 @@ from bench_negatives import ARMS, RECIPE  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--arms", nargs="+", default=["infonce", "mask", "hard", "calibrated", "calibrated-text"])
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=["infonce", "hcl", "mask", "margin", "hard", "calibrated", "calibrated-text", "hard+calibrated-text"],
+    )
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
     args = p.parse_args()
     import os
@@ -39,6 +44,7 @@ def main() -> None:
     import mmcl
     from mmcl.data import Tokenize, build_train_data, image_transforms, load_tokenizer
     from mmcl.data.synthetic import ensure_corpus
+    from mmcl.losses.base import call_cross_modal
     from mmcl.models import create_model
     from mmcl.train.optim import create_optimizer
 
@@ -60,12 +66,12 @@ def main() -> None:
         loss_fn = mmcl.create_loss(spec["name"], **{**spec["kwargs"], **gate})
         with torch.no_grad():  # open the gate on this batch's real embeddings
             out = model(images, texts["input_ids"], texts["attention_mask"])
-            loss_fn(out.image_embeds, out.text_embeds, out.logit_scale)
+            call_cross_modal(loss_fn, out.image_embeds, out.text_embeds, out.logit_scale)
         losses[arm] = loss_fn
 
     def step(loss_fn):
         out = model(images, texts["input_ids"], texts["attention_mask"])
-        loss = loss_fn(out.image_embeds, out.text_embeds, out.logit_scale)
+        loss = call_cross_modal(loss_fn, out.image_embeds, out.text_embeds, out.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -130,7 +130,7 @@ class NegativeCalibrator(nn.Module):
                 p.requires_grad_(False)
                 p.grad = None
         self.fit_steps += 1
-        self.last_fit_loss = float(loss)
+        self.last_fit_loss = float(loss.detach())
         return self.last_fit_loss
 
     def log_weights(self, prob: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
