@@ -78,7 +78,7 @@ ARMS = {
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "false_negatives": "mask", "hard_negatives": 2, "hard_log_weight": 1.0},
     },
-    "hard+calibrated-text": {  # the two policies that cost least alone, together
+    "hard+calibrated-text": {  # the two best single policies, together
         "name": "cluster_infonce",
         "kwargs": {
             **CLUSTER,
