@@ -44,7 +44,7 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     data = apply_overrides(_read_yaml(Path(path)), overrides or [])
     name = data.get("name", Path(path).stem)
     train = dict(data.get("train") or {})
-    out = Path(train.get("output_dir") or f"runs/smoke/{name}".replace("{name}", name))
+    out = Path((train.get("output_dir") or "runs/smoke/{name}").replace("{name}", name))
     corpus = ensure_corpus(
         SyntheticConfig(root=str(out / "data"), n_train=48, n_test=16, n_novel=8, image_size=32), progress=False
     )

@@ -145,7 +145,7 @@ class ClusterGuidedInfoNCE(nn.Module):
             logits_i = self._shape(logits_i, ids_img[rows], ids_txt, positives, neighbours)
             logits_t = self._shape(logits_t, ids_txt[rows], ids_img, positives, neighbours)
             if self.calibrator is not None:
-                log_w = self._calibrated(img, txt, all_img, all_txt, ids_img, ids_txt, positives)
+                log_w = self._calibrated(img, txt, all_img, all_txt, ids_img, ids_txt, positives, rows)
                 logits_i, logits_t = logits_i + log_w, logits_t + log_w
             if self.centroid_columns:
                 logits_i = torch.cat([logits_i, self._centroid_column(img, scale)], 1)
@@ -227,21 +227,23 @@ class ClusterGuidedInfoNCE(nn.Module):
         # DDP averages the ranks' losses: scale by the world size so the mean is the global mean
         return weight * world * total / max(1, count)
 
-    def _calibrated(self, img, txt, all_img, all_txt, ids_img, ids_txt, positives):
+    def _calibrated(self, img, txt, all_img, all_txt, ids_img, ids_txt, positives, rows):
         """``log w`` for this rank's rows; then (training) one MLP step on all gathered pairs."""
         cal = self.calibrator
-        prob = cal.probability(pair_features(img, txt, all_img, all_txt))
+        # training fits on all gathered pairs: compute them once and take this rank's rows
+        every = pair_features(all_img, all_txt, all_img, all_txt) if self.training else None
+        feats = every[rows] if every is not None else pair_features(img, txt, all_img, all_txt)
+        prob = cal.probability(feats)
         log_w = cal.log_weights(prob, positives).to(img.dtype)
         negatives = ~positives
         self._calibration_stats = {
             "calibrated_p_mean": float(prob[negatives].mean()) if negatives.any() else 0.0,
             "calibrated_w_min": float(log_w[negatives].exp().min()) if negatives.any() else 1.0,
         }
-        if self.training:
-            feats = pair_features(all_img, all_txt, all_img, all_txt)
-            target = cal.targets(feats, ids_img, ids_txt)
+        if every is not None:
+            target = cal.targets(every, ids_img, ids_txt)
             off = ~torch.eye(target.shape[0], dtype=torch.bool, device=target.device)
-            self._calibration_stats["calibration_bce"] = cal.fit(feats[off], target[off])
+            self._calibration_stats["calibration_bce"] = cal.fit(every[off], target[off])
             self._calibration_stats["calibration_target_rate"] = float(target[off].float().mean())
         return log_w
 
