@@ -15,7 +15,7 @@ from .data.synthetic import SyntheticConfig, make_corpus
 from .eval import evaluate
 from .interop import export_open_clip, from_pretrained, import_open_clip, load_pretrained, push_to_hub
 from .losses import create_loss, list_losses, register_loss
-from .models import DualEncoder, DualEncoderOutput, create_model
+from .models import DualEncoder, DualEncoderOutput, ImageEncoder, create_model
 from .train import Trainer, TrainingError, load_run
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DualEncoder",
     "DualEncoderOutput",
+    "ImageEncoder",
     "Recipe",
     "SyntheticConfig",
     "Trainer",

@@ -38,18 +38,28 @@ class SyntheticConfig:
     single_fraction: float = 0.3
     short_caption_prob: float = 0.2
     seed: int = 0
+    # also draw each scene as a white line sketch (column ``sketch``): a paired image modality
+    sketch: bool = False
 
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation (timm ``create_transform`` arguments). ``enabled: false`` uses
-    the eval transform for training, which is right when positions and colours carry meaning."""
+    """Training-time augmentation. ``preset: timm`` gives timm ``create_transform`` arguments;
+    ``preset: simclr`` the SimCLR view (random resized crop over ``scale``, flip, colour jitter of
+    strength ``color_jitter`` applied with ``jitter_prob``, grayscale, Gaussian blur). Image-image
+    training without a second image column draws two views of each image with it. ``enabled: false``
+    uses the eval transform for training, which is right when positions and colours carry meaning."""
 
     enabled: bool = True
+    preset: Literal["timm", "simclr"] = "timm"
     scale: list[float] = field(default_factory=lambda: [0.9, 1.0])
     ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
     hflip: float = 0.0
     color_jitter: float = 0.0
+    jitter_prob: float = 0.8  # simclr: probability of the colour jitter
+    hue: float | None = None  # simclr: hue jitter (default 0.25 * color_jitter, the paper's 0.2 of 0.8)
+    grayscale: float = 0.0  # simclr: probability of converting to grayscale (paper: 0.2)
+    blur: float = 0.0  # simclr: probability of a Gaussian blur (paper: 0.5 on ImageNet, 0 on CIFAR)
 
 
 @dataclass
@@ -122,10 +132,19 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
+    # image_text: a CLIP-style dual encoder. image_image: vision towers only (mmcl.models.ImageEncoder):
+    # two augmented views of one image through one tower (SimCLR, MoCo, SupCon), or two corresponding
+    # images (data.image2_key: sketch/photo, RGB/depth, ...) through one shared tower or two (vision2)
+    kind: Literal["image_text", "image_image"] = "image_text"
     vision: VisionConfig = field(default_factory=VisionConfig)
+    vision2: VisionConfig | None = None  # image_image: the second image's own tower; None shares `vision`
     text: TextConfig = field(default_factory=TextConfig)
     embed_dim: int = 256
-    head: Literal["linear", "mlp"] = "linear"
+    # linear (CLIP), mlp (Linear-GELU-Linear), simclr (Linear-BN-ReLU-Linear-BN, SimCLR's head),
+    # mocov2 (Linear-ReLU-Linear, MoCo v2's head)
+    head: Literal["linear", "mlp", "simclr", "mocov2"] = "linear"
+    # image_image: a momentum (EMA) key encoder with this momentum (MoCo: 0.999; needs loss moco)
+    momentum: float | None = None
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
     logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: no bias
@@ -166,6 +185,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (first steps are slower while it compiles)
     channels_last: bool = False  # channels-last memory format for the vision tower and images
     fused_adamw: bool | None = None  # None: fused where it runs (GPU); true/false to force
+    # BatchNorm statistics over the global batch (SimCLR's "global BN"); GPU, several processes
+    sync_bn: bool = False
     ema_decay: float | None = None  # keep an EMA of the weights (e.g. 0.999); evaluation then uses it
     max_bad_steps: int = 5  # non-finite loss/gradient steps in a row before the run stops
     peak_flops: float | None = None  # per device, for MFU; default: measured (CPU) or the GPU's spec
@@ -177,10 +198,11 @@ class TrainConfig:
 class EvalDatasetConfig:
     name: str = "eval"
     path: str = ""  # CSV/TSV/JSONL with images and captions
-    tasks: list[Literal["zeroshot", "retrieval", "knn", "linear_probe", "compositional"]] = field(
+    tasks: list[Literal["zeroshot", "retrieval", "knn", "linear_probe", "compositional", "image_retrieval"]] = field(
         default_factory=lambda: ["zeroshot", "retrieval"]
     )
     image_key: str = "filepath"
+    image2_key: str | None = None  # image_retrieval: the paired image column (image <-> image2 recall@k)
     caption_key: str = "title"
     label_key: str = "label"  # class index; rows with label < 0 are skipped by zero-shot
     group_key: str | None = None  # items with equal keys count as matches in attribute-level recall
@@ -451,6 +473,13 @@ def validate(recipe: Recipe) -> None:
         len(d.augment.scale) == 2 and 0 < d.augment.scale[0] <= d.augment.scale[1] <= 1,
         f"data.augment.scale must be [min, max] with 0 < min <= max <= 1, got {d.augment.scale}",
     )
+    for name in ("jitter_prob", "grayscale", "blur", "hflip"):
+        value = getattr(d.augment, name)
+        _check(0 <= value <= 1, f"data.augment.{name} is a probability in [0, 1], got {value}")
+    _check(
+        0 <= d.augment.color_jitter and (d.augment.hue is None or 0 <= d.augment.hue <= 0.5),
+        "data.augment.color_jitter must be >= 0 and data.augment.hue in [0, 0.5]",
+    )
     if d.train is None:
         raise ConfigError(
             "data.train is required: a CSV/TSV/JSONL file, an image folder, a Hugging Face dataset path, "
@@ -486,13 +515,21 @@ def validate(recipe: Recipe) -> None:
         "model.logit_scale_init must be > 0 and <= model.logit_scale_max",
     )
     _check_vision(m.vision)
-    _check_text(m.text)
+    if m.kind == "image_text":
+        _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
+        _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
+        _check_text(m.text)
+    else:
+        if m.vision2 is not None:
+            _check_vision(m.vision2, "model.vision2")
     _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
     try:
         loss = create_loss(lo.name, **lo.kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}") from None
-    if getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):
+    if m.kind == "image_image":
+        _validate_image_image(recipe, loss)
+    elif getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):
         fits = [
             n
             for n in list_losses()
@@ -570,7 +607,12 @@ def validate(recipe: Recipe) -> None:
         will_exist = synth_root is not None and Path(ds.path).resolve().is_relative_to(synth_root)
         for attr in ("path", "classnames", "templates", "train_path", "compositional"):
             value = getattr(ds, attr)
-            if value is not None and not will_exist:
+            if value is None or will_exist:
+                continue
+            if attr in ("path", "train_path") and set(ds.tasks) <= set(IMAGE_TASKS):
+                # image-only tasks also read image folders, WebDataset shards and HF datasets
+                _check(Path(value).exists(), f"{key}.{attr}: not found: {value}")
+            else:
                 _check(Path(value).is_file(), f"{key}.{attr}: file not found: {value}")
         if "zeroshot" in ds.tasks:
             _check(
@@ -584,21 +626,60 @@ def validate(recipe: Recipe) -> None:
             f"{key}: the compositional task needs a compositional items file (mmcl data make-compositional)",
         )
         _check(ds.knn_k >= 1 and ds.knn_temperature > 0, f"{key}: knn_k must be >= 1 and knn_temperature > 0")
+        _check(
+            "image_retrieval" not in ds.tasks or ds.image2_key is not None,
+            f"{key}: the image_retrieval task needs image2_key (the column of the paired image)",
+        )
 
 
-def _check_vision(v: VisionConfig) -> None:
+IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval")
+
+
+def _validate_image_image(recipe: Recipe, loss) -> None:
+    """What image-image training (``model.kind: image_image``) needs on top of the common checks."""
+    d, m, t = recipe.data, recipe.model, recipe.train
+    is_moco = recipe.loss.name == "moco"
+    _check(
+        is_moco == (m.momentum is not None),
+        "loss.name: moco scores queries against keys of a momentum encoder: use it together with "
+        "model.momentum (e.g. 0.999)"
+        if is_moco
+        else f"model.momentum builds a MoCo key encoder, which only loss.name: moco uses (got {recipe.loss.name!r})",
+    )
+    if m.momentum is not None:
+        _check(0 <= m.momentum < 1, f"model.momentum must be in [0, 1), got {m.momentum}")
+    _check(
+        t.accumulation_steps == 1,
+        "train.accumulation_steps > 1 (GradCache) is implemented for image-text models; image_image needs 1",
+    )
+    _check(d.negatives_key is None, "data.negatives_key holds hard-negative captions: image-text training only")
+    _check(
+        d.image2_key is not None or d.augment.enabled,
+        "image_image training without data.image2_key contrasts two augmented views of each image: set "
+        "data.augment.enabled: true (preset: simclr), or name the paired image column in data.image2_key",
+    )
+    for i, ds in enumerate(recipe.eval.datasets):
+        bad = sorted(set(ds.tasks) - set(IMAGE_TASKS))
+        _check(
+            not bad,
+            f"eval.datasets[{i}].tasks: {bad} need a text tower; "
+            f"an image_image model supports: {', '.join(IMAGE_TASKS)}",
+        )
+
+
+def _check_vision(v: VisionConfig, key: str = "model.vision") -> None:
     import timm
 
     if not timm.is_model(v.name):
         close = difflib.get_close_matches(v.name, timm.list_models(), n=5)
         raise ConfigError(
-            f"model.vision.name: {v.name!r} is not a timm model"
+            f"{key}.name: {v.name!r} is not a timm model"
             + (f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()")
         )
     if v.weights is not None:
-        _check(Path(resolve_path(v.weights)).is_file(), f"model.vision.weights: file not found: {v.weights}")
-    _check(0 <= v.patch_dropout < 1, f"model.vision.patch_dropout must be in [0, 1), got {v.patch_dropout}")
-    _check(v.unlocked_groups >= 0, f"model.vision.unlocked_groups must be >= 0, got {v.unlocked_groups}")
+        _check(Path(resolve_path(v.weights)).is_file(), f"{key}.weights: file not found: {v.weights}")
+    _check(0 <= v.patch_dropout < 1, f"{key}.patch_dropout must be in [0, 1), got {v.patch_dropout}")
+    _check(v.unlocked_groups >= 0, f"{key}.unlocked_groups must be >= 0, got {v.unlocked_groups}")
 
 
 def _check_text(t: TextConfig) -> None:

@@ -11,7 +11,9 @@ or files the machine may not have is replaced:
   (same layers and widths, fewer patches);
 - ``train``: 2 steps, CPU, fp32, no torch.compile, a checkpoint at step 2, into
   ``train.output_dir`` (default ``runs/smoke/<name>``);
-- ``eval``: retrieval and zero-shot on the corpus's 16 held-out pairs.
+- ``eval``: retrieval and zero-shot on the corpus's 16 held-out pairs; image-image models
+  (``model.kind: image_image``) get kNN, and image <-> sketch retrieval when they train on pairs
+  (the corpus draws every scene as a sketch too, column ``sketch``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     train = dict(data.get("train") or {})
     out = Path((train.get("output_dir") or "runs/smoke/{name}").replace("{name}", name))
     corpus = ensure_corpus(
-        SyntheticConfig(root=str(out / "data"), n_train=48, n_test=16, n_novel=8, image_size=32), progress=False
+        SyntheticConfig(root=str(out / "data"), n_train=48, n_test=16, n_novel=8, image_size=32, sketch=True),
+        progress=False,
     )
     old_data = data.get("data") or {}
+    image_image = (data.get("model") or {}).get("kind") == "image_image"
     data["data"] = {
         "train": str(corpus / "train.csv"),
         "batch_size": 4,
@@ -56,6 +60,10 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
         "augment": old_data.get("augment", {}),
         **{k: old_data[k] for k in ("sampler", "sampler_kwargs") if k in old_data},
     }
+    if image_image:  # labels (SupCon) and the paired image column (sketch) from the generated corpus
+        data["data"]["label_key"] = "label"
+        if old_data.get("image2_key"):
+            data["data"]["image2_key"] = "sketch"
     if old_data.get("negatives_key"):  # NegCLIP-style recipes: the corpus's own hard-negative captions
         from .eval.compositional import shapes_compositional_items
 
@@ -72,6 +80,21 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     data["model"] = model
     data["train"] = {**train, **SMOKE_TRAIN, "output_dir": str(out / "run")}
     test = str(corpus / "test.csv")
+    if image_image:
+        tasks = ["knn"] + (["image_retrieval"] if old_data.get("image2_key") else [])
+        data["eval"] = {
+            "batch_size": 16,
+            "datasets": [
+                {
+                    "name": "smoke",
+                    "path": test,
+                    "tasks": tasks,
+                    "train_path": str(corpus / "train.csv"),
+                    "image2_key": "sketch",
+                }
+            ],
+        }
+        return recipe_from_dict(data)
     data["eval"] = {
         "batch_size": 16,
         "datasets": [

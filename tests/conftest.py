@@ -36,6 +36,78 @@ def tiny_corpus(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def ssl_corpus(tmp_path_factory):
+    """Single-object scenes (every item labelled colour x shape) with a line sketch of each:
+    32 train / 16 test, 32 px; for image-image training and probes."""
+    from mmcl.config import SyntheticConfig
+    from mmcl.data.synthetic import make_corpus
+
+    root = tmp_path_factory.mktemp("shapes-ssl")
+    cfg = SyntheticConfig(
+        root=str(root), n_train=32, n_test=16, n_novel=4, image_size=32, single_fraction=1.0, sketch=True
+    )
+    make_corpus(cfg, progress=False)
+    return root
+
+
+def train_section(out_dir, **train) -> dict:
+    """A 4-step CPU train section with a checkpoint every 2 steps; ``train`` updates it."""
+    return {
+        "output_dir": str(out_dir),
+        "steps": 4,
+        "lr": 1e-3,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "checkpoint_every": 2,
+        "trackers": ["jsonl"],
+        "progress": False,
+        **train,
+    }
+
+
+def run_one_and_two_processes(tmp_path) -> None:
+    """``mmcl train one.yaml`` in one process and ``two.yaml`` under torchrun with 2 (gloo, CPU)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "mmcl.cli", "train", str(tmp_path / "one.yaml")], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    res = subprocess.run(
+        [*launch, "-m", "mmcl.cli", "train", str(tmp_path / "two.yaml")], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def ssl_recipe_dict(corpus, out_dir, loss="ntxent", **train) -> dict:
+    """A complete image-image recipe (two augmented views, one tiny ViT) for ``ssl_corpus``."""
+    return {
+        "name": "tiny-ssl",
+        "data": {
+            "train": str(corpus / "train.csv"),
+            "batch_size": 8,
+            "augment": {"preset": "simclr", "scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.4},
+        },
+        "model": {"kind": "image_image", "vision": TINY_VIT, "head": "mlp", "embed_dim": 16},
+        "loss": {"name": loss},
+        "train": train_section(out_dir, **train),
+        "eval": {
+            "batch_size": 16,
+            "datasets": [
+                {
+                    "name": "test",
+                    "path": str(corpus / "test.csv"),
+                    "tasks": ["knn", "linear_probe"],
+                    "train_path": str(corpus / "train.csv"),
+                }
+            ],
+        },
+    }
+
+
 def tiny_recipe_dict(corpus, out_dir, **train) -> dict:
     """A complete recipe for the tiny corpus; ``train`` updates the train section."""
     return {
@@ -47,17 +119,7 @@ def tiny_recipe_dict(corpus, out_dir, **train) -> dict:
             "embed_dim": 16,
         },
         "loss": {"name": "infonce"},
-        "train": {
-            "output_dir": str(out_dir),
-            "steps": 4,
-            "lr": 1e-3,
-            "warmup_steps": 1,
-            "log_every": 1,
-            "checkpoint_every": 2,
-            "trackers": ["jsonl"],
-            "progress": False,
-            **train,
-        },
+        "train": train_section(out_dir, **train),
         "eval": {
             "batch_size": 16,
             "datasets": [

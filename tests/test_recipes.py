@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmcl.cli import main
 
@@ -20,6 +21,14 @@ def test_there_are_recipes_for_the_families_users_run():
         "siglip-vit-b16-wds.yaml",
         "lit-minilm-quickstart.yaml",
         "cluster-negatives-quickstart.yaml",
+        "simclr-quickstart.yaml",
+        "moco-quickstart.yaml",
+        "supcon-quickstart.yaml",
+        "paired-quickstart.yaml",
+        "simclr-resnet50-imagenet.yaml",
+        "moco-v2-resnet50-imagenet.yaml",
+        "supcon-resnet50-imagenet.yaml",
+        "paired-resnet50-csv.yaml",
     } <= set(RECIPES)
 
 
@@ -36,4 +45,9 @@ def test_recipe_smoke(name, tmp_path, monkeypatch):
     losses = [x["train/loss"] for x in logged if "train/loss" in x]
     assert len(losses) == 2 and all(v == v for v in losses)  # two finite steps
     records = json.loads((run / "results.json").read_text())
-    assert {r["task"] for r in records} == {"zeroshot", "retrieval"}
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    if recipe["model"]["kind"] == "image_image":  # no text tower: kNN, and retrieval between paired images
+        paired = recipe["data"]["image2_key"] is not None
+        assert {r["task"] for r in records} == {"knn", *(["image_retrieval"] if paired else [])}
+    else:
+        assert {r["task"] for r in records} == {"zeroshot", "retrieval"}

@@ -98,8 +98,9 @@ class ItemMaker:
             return self.transform(image), None
 
     def __call__(self, image, captions: list[str], label: int | None, uid: int, epoch: int, image2=None):
-        """``image2``: the paired image of a two-modality record (sketch/photo, RGB/depth, ...),
-        transformed with its own seed, as ``item["image2"]``."""
+        """``image2``: the paired image of a two-modality record (sketch/photo, RGB/depth, ...), as
+        ``item["image2"]``. It is transformed with the same seed as ``image``, so two images of the
+        same size get the same random crop and flip and stay in register."""
         text = self.caption(captions, uid, epoch)
         if self.need_caption and not text:
             return None, "empty_caption"
@@ -108,7 +109,7 @@ class ItemMaker:
             return None, reason
         item = {"image": pixels, "text": text, "index": uid}
         if image2 is not None:
-            pixels2, reason = self._pixels(image2, uid, epoch, 2)
+            pixels2, reason = self._pixels(image2, uid, epoch, 0)
             if pixels2 is None:
                 return None, reason
             item["image2"] = pixels2

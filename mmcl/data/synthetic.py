@@ -173,11 +173,13 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
-def render_scene(scene: Scene, rng: np.random.Generator, image_size: int) -> Image.Image:
-    """Draw a scene: jittered background, colours, positions and sizes."""
+def render_scene(scene: Scene, rng: np.random.Generator, image_size: int, sketch: bool = False) -> Image.Image:
+    """Draw a scene: jittered background, colours, positions and sizes. ``sketch``: the same
+    geometry (for the same ``rng`` state) as black outlines on white, without colour."""
     bg = int(rng.integers(15, 70))
-    img = Image.new("RGB", (image_size, image_size), (bg, bg, bg))
+    img = Image.new("RGB", (image_size, image_size), (255, 255, 255) if sketch else (bg, bg, bg))
     draw = ImageDraw.Draw(img)
+    style = {"fill": None, "outline": (0, 0, 0), "width": max(1, image_size // 32)} if sketch else {}
     cell = image_size / 3
     for obj in scene.objects:
         r = SIZES[obj["size"]] * image_size * float(rng.uniform(0.9, 1.1))
@@ -186,16 +188,17 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int) -> Ima
         cy = (obj["cell"][0] + 0.5) * cell + float(rng.uniform(-jitter, jitter))
         base = np.array(COLOURS[obj["colour"]])
         fill = tuple(int(v) for v in np.clip(base + rng.integers(-18, 19, size=3), 0, 255))
+        kw = style or {"fill": fill}
         shape = obj["shape"]
         if shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], **kw)
         elif shape == "square":
             h = r * 0.88
-            draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
+            draw.rectangle([cx - h, cy - h, cx + h, cy + h], **kw)
         elif shape == "triangle":
-            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.85), (cx + r, cy + r * 0.85)], fill=fill)
+            draw.polygon([(cx, cy - r), (cx - r, cy + r * 0.85), (cx + r, cy + r * 0.85)], **kw)
         elif shape == "star":
-            draw.polygon(_star(cx, cy, r * 1.1), fill=fill)
+            draw.polygon(_star(cx, cy, r * 1.1), **kw)
     return img
 
 
@@ -206,9 +209,18 @@ def generate_scene(seed: int, split: str, index: int, cfg: SyntheticConfig) -> t
     return render_scene(scene, rng, cfg.image_size), scene
 
 
+def generate_sketch(seed: int, split: str, index: int, cfg: SyntheticConfig) -> Image.Image:
+    """The line sketch of item ``index``: the same objects at the same places as its image."""
+    rng = np.random.default_rng([seed, _split_offset(split), index])
+    scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
+    return render_scene(scene, rng, cfg.image_size, sketch=True)
+
+
 def _manifest(cfg: SyntheticConfig) -> dict:
     params = asdict(cfg)
     params.pop("root")
+    if not params["sketch"]:  # corpora written before the option existed stay current
+        params.pop("sketch")
     return {"generator": "mmcl.shapes.v2", "params": params}
 
 
@@ -226,7 +238,8 @@ def corpus_is_current(cfg: SyntheticConfig) -> bool:
 def make_corpus(cfg: SyntheticConfig, progress: bool = True) -> Path:
     """Write the corpus to ``cfg.root``: PNG images, one CSV per split, class names and templates.
 
-    CSV columns: ``filepath`` (relative to the CSV), ``title``, ``label``, ``key``. The manifest is
+    CSV columns: ``filepath`` (relative to the CSV), ``title``, ``label``, ``key``, and with
+    ``sketch: true`` also ``sketch`` (the scene's line drawing, a paired image modality). The manifest is
     written last, so an interrupted generation is redone rather than trusted.
     """
     from tqdm.auto import tqdm
@@ -244,9 +257,12 @@ def make_corpus(cfg: SyntheticConfig, progress: bool = True) -> Path:
             rel = f"{split}/{i:07d}.png"
             img.save(root / rel, optimize=False, compress_level=1)
             rows.append({"filepath": rel, "title": scene.caption, "label": scene.label, "key": scene.key})
+            if cfg.sketch:
+                rows[-1]["sketch"] = f"{split}/{i:07d}-sketch.png"
+                generate_sketch(cfg.seed, split, i, cfg).save(root / rows[-1]["sketch"], compress_level=1)
         tmp = root / f".{split}.csv.tmp"
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["filepath", "title", "label", "key"])
+            writer = csv.DictWriter(f, fieldnames=["filepath", "title", "label", "key"] + ["sketch"] * cfg.sketch)
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, root / f"{split}.csv")

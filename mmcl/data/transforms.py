@@ -20,6 +20,21 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
     eval_tf = create_transform(**common, is_training=False, crop_pct=1.0)
     if not augment.enabled:
         return eval_tf, eval_tf
+    if augment.preset == "simclr":
+        train_tf = simclr_transform(
+            data_config["input_size"][-1],
+            mean=data_config["mean"],
+            std=data_config["std"],
+            min_scale=augment.scale[0],
+            max_scale=augment.scale[1],
+            jitter_strength=augment.color_jitter,
+            jitter_prob=augment.jitter_prob,
+            hue=augment.hue,
+            grayscale_prob=augment.grayscale,
+            blur_prob=augment.blur,
+            hflip=augment.hflip,
+        )
+        return train_tf, eval_tf
     train_tf = create_transform(
         **common,
         is_training=True,
@@ -42,22 +57,26 @@ def simclr_transform(
     blur_prob: float = 0.5,
     blur_sigma: tuple[float, float] = (0.1, 2.0),
     hflip: float = 0.5,
+    max_scale: float = 1.0,
+    hue: float | None = None,
 ) -> Callable:
-    """One SimCLR view (Chen et al. 2020, appendix A): random resized crop (scale ``min_scale``..1),
-    horizontal flip, colour jitter (brightness/contrast/saturation ``0.8 s``, hue ``0.2 s``) applied
-    with probability ``jitter_prob``, grayscale, Gaussian blur (kernel ~10% of the side, sigma in
-    ``blur_sigma``), then normalisation. Defaults are the paper's ImageNet ones; small images
-    (CIFAR-size) usually drop the blur (``blur_prob=0``)."""
+    """One SimCLR view (Chen et al. 2020, appendix A): random resized crop (scale ``min_scale``..
+    ``max_scale``), horizontal flip, colour jitter (brightness/contrast/saturation ``0.8 s``, hue
+    ``0.2 s`` unless ``hue`` is given) applied with probability ``jitter_prob``, grayscale, Gaussian
+    blur (kernel ~10% of the side, sigma in ``blur_sigma``), then normalisation. Defaults are the
+    paper's ImageNet ones; small images (CIFAR-size) usually drop the blur (``blur_prob=0``)."""
     from torchvision import transforms as T
 
     s = jitter_strength
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd
     steps = [
-        T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(size, scale=(min_scale, max_scale), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(hflip),
-        T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_prob),
-        T.RandomGrayscale(grayscale_prob),
     ]
+    if s > 0 and jitter_prob > 0:
+        jitter = T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s if hue is None else hue)
+        steps.append(T.RandomApply([jitter], p=jitter_prob))
+    steps.append(T.RandomGrayscale(grayscale_prob))
     if blur_prob > 0:
         steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob))
     steps += [T.ToTensor(), T.Normalize(mean, std)]

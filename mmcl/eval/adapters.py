@@ -55,9 +55,17 @@ class _Adapter:
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self._encode_text(list(texts)).float(), dim=-1)
 
+    @torch.no_grad()
+    def encode_paired(self, images: torch.Tensor, second: bool = False) -> torch.Tensor:
+        """Embeddings for image <-> image retrieval: the first (``second=False``) or second image
+        modality. One image tower serves both unless the model has a second one."""
+        return self.encode_image(images)
+
 
 class MmclAdapter(_Adapter):
-    """Wraps a :class:`~mmcl.models.DualEncoder` with its tokenizer and eval transform."""
+    """Wraps a :class:`~mmcl.models.DualEncoder` with its tokenizer and eval transform, or an
+    :class:`~mmcl.models.ImageEncoder` (no tokenizer): then ``encode_image`` gives the backbone
+    features (what kNN and linear probes read) and ``encode_paired`` the two heads' embeddings."""
 
     def __init__(
         self,
@@ -84,7 +92,7 @@ class MmclAdapter(_Adapter):
         _, eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)
         adapter = cls(
             model,
-            Tokenize(tokenizer, recipe.model.text.max_length),
+            None if tokenizer is None else Tokenize(tokenizer, recipe.model.text.max_length),
             eval_tf,
             device or default_device(),
             name=recipe.name,
@@ -101,12 +109,28 @@ class MmclAdapter(_Adapter):
         model, tokenize, preprocess = load_pretrained(path)
         return cls(model, tokenize, preprocess, device or default_device(), name=Path(path).name, pretrained=str(path))
 
+    @property
+    def image_image(self) -> bool:
+        return getattr(self.model, "kind", "") == "image_image"
+
     def _encode_image(self, images):
+        if self.image_image:
+            return self.model.features(images)
         return self.model.encode_image(images)
 
     def _encode_text(self, texts):
+        if self.tokenize is None:
+            raise ConfigError(f"{self.name}: an image-image model has no text tower; image tasks only (knn, ...)")
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
         return self.model.encode_text(**batch)
+
+    @torch.no_grad()
+    def encode_paired(self, images: torch.Tensor, second: bool = False) -> torch.Tensor:
+        if not self.image_image:
+            return self.encode_image(images)
+        images = images.to(self.device)
+        out = self.model.encode_image2(images) if second else self.model.encode_image(images)
+        return F.normalize(out.float(), dim=-1)
 
 
 class OpenClipAdapter(_Adapter):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import EvalConfig, EvalDatasetConfig
+from ..config import IMAGE_TASKS, EvalConfig, EvalDatasetConfig
 from ..data.csv_jsonl import PairedImageTextDataset
 from .compositional import evaluate_compositional
 from .datasets import open_dataset
@@ -69,17 +69,22 @@ def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progres
     return image_features, text_features, text_to_image, labels, keys, dict(skipped)
 
 
-def _train_features(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
-    """Labelled image features of ``train_path``, for the kNN and linear-probe tasks."""
-    train = open_dataset(
-        ds_cfg.train_path,
+def _labelled(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool, train: bool):
+    """Labelled image features of ``train_path`` (``train``: the kNN / linear-probe training set) or of
+    the dataset itself (image-only evaluation: no captions read)."""
+    data = open_dataset(
+        ds_cfg.train_path if train else ds_cfg.path,
         image_key=ds_cfg.image_key,
         label_key=ds_cfg.label_key,
         separator=ds_cfg.separator,
-        max_items=ds_cfg.train_max_items,
-        name=f"{ds_cfg.name}/train",
+        max_items=ds_cfg.train_max_items if train else ds_cfg.max_items,
+        name=f"{ds_cfg.name}/train" if train else ds_cfg.name,
     )
-    features, labels, _ = _labelled_features(adapter, train, batch_size, 0, progress)
+    return _labelled_features(adapter, data, batch_size, 0, progress)
+
+
+def _train_features(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
+    features, labels, _ = _labelled(adapter, ds_cfg, batch_size, progress, train=True)
     return features, labels
 
 
@@ -92,10 +97,62 @@ def _probe(adapter, ds_cfg: EvalDatasetConfig, task: str, train, img, labels) ->
     return linear_probe(x_tr, y_tr, img[keep], labels[keep], device=adapter.device)
 
 
+def paired_image_retrieval(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool = False) -> dict:
+    """Image <-> image retrieval between the ``image_key`` and ``image2_key`` columns (row i's two
+    images match). ``forward_recall@k``: an image finds its paired image2 among all image2s;
+    ``backward_recall@k``: the other way. ``chance_recall@1`` = 1 / number of pairs."""
+    dataset = PairedImageTextDataset(
+        ds_cfg.path,
+        transform=adapter.preprocess,
+        image_key=ds_cfg.image_key,
+        image2_key=ds_cfg.image2_key,
+        separator=ds_cfg.separator,
+        max_items=ds_cfg.max_items,
+        need_caption=False,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=lambda items: items)
+    first, second, skipped = [], [], Counter()
+    for items in tqdm(loader, desc=f"{ds_cfg.name}: image pairs", disable=not progress, leave=False):
+        good = [it for it in items if isinstance(it, dict)]
+        skipped.update(it[1] for it in items if isinstance(it, tuple))
+        if good:
+            first.append(adapter.encode_paired(torch.stack([it["image"] for it in good]), second=False))
+            second.append(adapter.encode_paired(torch.stack([it["image2"] for it in good]), second=True))
+    a, b = torch.cat(first), torch.cat(second)
+    # retrieval_metrics(x, y, ...): "text_retrieval" ranks y for each x, "image_retrieval" x for each y
+    raw = retrieval_metrics(a, b, torch.arange(a.shape[0]))
+    metrics = {
+        name.replace("text_retrieval", "forward").replace("image_retrieval", "backward"): v for name, v in raw.items()
+    }
+    metrics.update(num_pairs=a.shape[0], chance_recall_at_1=1.0 / a.shape[0])
+    if skipped:
+        metrics["skipped"] = dict(skipped)
+    return metrics
+
+
+def _evaluate_images(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool) -> list[dict]:
+    """Image-only tasks (kNN, linear probe, image <-> image retrieval): no caption is read."""
+    records, test, train = [], None, None
+    for task in ds_cfg.tasks:
+        if task == "image_retrieval":
+            metrics = paired_image_retrieval(adapter, ds_cfg, batch_size, progress)
+        else:
+            test = test or _labelled(adapter, ds_cfg, batch_size, progress, train=False)
+            train = train or _train_features(adapter, ds_cfg, batch_size, progress)
+            metrics = _probe(adapter, ds_cfg, task, train, test[0], test[1])
+            if test[2]:
+                metrics["skipped"] = test[2]
+        records.append({"dataset": ds_cfg.name, "task": task, "metrics": metrics})
+    return records
+
+
 def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
     """Evaluate on every dataset in ``cfg``; one record per (dataset, task), CLIP_benchmark-shaped."""
     records = []
     for ds_cfg in cfg.datasets:
+        if set(ds_cfg.tasks) <= set(IMAGE_TASKS):
+            records += _evaluate_images(adapter, ds_cfg, cfg.batch_size, progress)
+            continue
         img, txt, t2i, labels, keys, skipped = _encode_dataset(adapter, ds_cfg, cfg.batch_size, progress)
         train = None  # encoded once, shared by knn and linear_probe
         for task in ds_cfg.tasks:
@@ -107,6 +164,8 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
             elif task in ("knn", "linear_probe"):
                 train = train or _train_features(adapter, ds_cfg, cfg.batch_size, progress)
                 metrics = _probe(adapter, ds_cfg, task, train, img, labels)
+            elif task == "image_retrieval":
+                metrics = paired_image_retrieval(adapter, ds_cfg, cfg.batch_size, progress)
             elif task == "compositional":
                 metrics = evaluate_compositional(
                     adapter, ds_cfg.compositional, batch_size=cfg.batch_size, progress=progress
@@ -128,6 +187,7 @@ HEADLINE = {
     "knn": ["acc1", "mean_per_class_recall"],
     "linear_probe": ["acc1", "mean_per_class_recall"],
     "compositional": ["acc"],
+    "image_retrieval": ["forward_recall@1", "backward_recall@1", "forward_recall@5", "chance_recall_at_1"],
     "retrieval": [
         "image_retrieval_recall@1",
         "text_retrieval_recall@1",

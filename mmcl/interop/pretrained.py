@@ -78,8 +78,16 @@ def _model_section(model) -> dict:
     """The model config as saved: weights and the text config live beside it, not behind paths."""
     data = dataclasses.asdict(model.cfg)
     data["vision"]["weights"] = None
+    data["init_from"] = None
+    if data.get("vision2"):
+        data["vision2"]["weights"] = None
     data["text"].update(path=None, config=None, tokenizer=None)
     return data
+
+
+def _image_only(model) -> bool:
+    """An :class:`~mmcl.models.ImageEncoder`: no text tower, no tokenizer."""
+    return getattr(model, "kind", "") == "image_image"
 
 
 def _resolve_tokenizer(model, tokenizer):
@@ -111,8 +119,8 @@ def save_pretrained(model, save_directory: str | os.PathLike, tokenizer=None) ->
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    tok = _resolve_tokenizer(model, tokenizer)
-    tok.save_pretrained(out)
+    if not _image_only(model):
+        _resolve_tokenizer(model, tokenizer).save_pretrained(out)
     # a shared/tied tensor is stored once (save_model handles it); the module's own state dict
     # is what gets written, wherever it lives
     save_model(model, str(out / WEIGHTS_NAME))
@@ -122,7 +130,7 @@ def save_pretrained(model, save_directory: str | os.PathLike, tokenizer=None) ->
         "mmcl_version": _version(),
         "architecture": ARCHITECTURE,
         "model": _model_section(model),
-        "text_config": model.text.transformer.config.to_dict(),
+        "text_config": None if _image_only(model) else model.text.transformer.config.to_dict(),
     }
     # config.json last: a folder with it is complete
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
@@ -161,6 +169,29 @@ text_embeds = model.encode_text(**tokenize(["a photo of a cat"]))
 """
 
 
+IMAGE_MODEL_CARD = """---
+library_name: mmcl
+tags:
+- mmcl
+- contrastive-learning
+- self-supervised-learning
+- image-feature-extraction
+---
+
+# {name}
+
+An image encoder trained with mmcl's image-image contrastive learning: timm tower `{vision}`,
+{dim}-d embeddings. Weights are in safetensors; loading runs no remote code.
+
+```python
+import mmcl
+
+model, _, preprocess = mmcl.load_pretrained("{repo_id}")
+features = model.features(preprocess(image).unsqueeze(0))  # backbone features (probes, transfer)
+```
+"""
+
+
 def push_to_hub(
     model,
     repo_id: str,
@@ -186,14 +217,12 @@ def push_to_hub(
     with tempfile.TemporaryDirectory(prefix="mmcl-push-") as tmp:
         save_pretrained(model, tmp, tokenizer=tokenizer)
         if model_card:
-            text_type = model.text.transformer.config.model_type
-            card = MODEL_CARD.format(
-                name=repo_id.split("/")[-1],
-                repo_id=repo_id,
-                vision=model.cfg.vision.name,
-                text=text_type,
-                dim=model.cfg.embed_dim,
-            )
+            name, vision, dim = repo_id.split("/")[-1], model.cfg.vision.name, model.cfg.embed_dim
+            if _image_only(model):
+                card = IMAGE_MODEL_CARD.format(name=name, repo_id=repo_id, vision=vision, dim=dim)
+            else:
+                text = model.text.transformer.config.model_type
+                card = MODEL_CARD.format(name=name, repo_id=repo_id, vision=vision, text=text, dim=dim)
             Path(tmp, "README.md").write_text(card)
         if create_repo:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -263,12 +292,14 @@ def _load_pretrained_dir(path: Path):
             f"{path} has no {WEIGHTS_NAME}: mmcl loads weights from safetensors only and never unpickles"
             + (f" (found {', '.join(found)})" if found else "")
         )
-    for key in ("model", "text_config"):
+    image_only = isinstance(config.get("model"), dict) and config["model"].get("kind") == "image_image"
+    for key in ("model",) if image_only else ("model", "text_config"):
         if not isinstance(config.get(key), dict):
             raise ConfigError(f"{path / CONFIG_NAME}: missing the {key!r} section")
     section = dict(config["model"])
-    section["text"] = {**section.get("text", {}), "path": None, "config": dict(config["text_config"])}
-    section["text"]["tokenizer"] = str(path)
+    if not image_only:
+        section["text"] = {**section.get("text", {}), "path": None, "config": dict(config["text_config"])}
+        section["text"]["tokenizer"] = str(path)
     section["vision"] = {**section.get("vision", {}), "weights": None}
     cfg = _build(ModelConfig, section, "model")
     pre = path / PREPROCESSOR_NAME
@@ -276,7 +307,7 @@ def _load_pretrained_dir(path: Path):
         size = _read_json(pre).get("input_size")
         if cfg.vision.image_size is None and size is not None and size[-1] == size[-2]:
             cfg.vision.image_size = int(size[-1])
-    text_config = text_config_from_dict(config["text_config"])
+    text_config = None if image_only else text_config_from_dict(config["text_config"])
     model = create_model(cfg, text_config=text_config, load_weights=False)
     load_model(model, str(weights), strict=True)
     return model
@@ -376,9 +407,10 @@ def load_pretrained(
         device: move the model there.
 
     Returns:
-        model: a :class:`~mmcl.models.DualEncoder` in eval mode.
+        model: a :class:`~mmcl.models.DualEncoder` (or :class:`~mmcl.models.ImageEncoder`) in eval mode.
         tokenize: :class:`~mmcl.data.Tokenize`, list of texts -> ``{"input_ids", "attention_mask"}``
             (``model.encode_text(**tokenize(texts))``); the HF tokenizer is ``tokenize.tokenizer``.
+            None for an image encoder.
         preprocess: PIL image -> normalised tensor (the eval transform).
     """
     from ..data import Tokenize
@@ -388,12 +420,14 @@ def load_pretrained(
     if not p.exists() and _REPO_ID.match(str(path)):
         p = _hub_download(str(path), revision)
     model = from_pretrained(p, checkpoint=checkpoint, ema=ema, device=device)
+    if _image_only(model):  # an image encoder: no tokenizer
+        return model, None, _preprocess_for(model, p)
     tokenizer = load_tokenizer(model.cfg.text)
     return model, Tokenize(tokenizer, model.cfg.text.max_length), _preprocess_for(model, p)
 
 
 class PretrainedMixin:
-    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` on :class:`~mmcl.models.DualEncoder`."""
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` on mmcl's models."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, tokenizer=None) -> Path:
         """See :func:`mmcl.interop.save_pretrained`."""

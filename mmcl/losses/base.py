@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..registry import Registry
@@ -31,3 +32,22 @@ def call_cross_modal(loss_fn: nn.Module, image_features, text_features, logit_sc
     if getattr(loss_fn, "pairing", "cross_modal") == "two_view":
         return loss_fn(image_features, text_features) + 0.0 * logit_scale
     return loss_fn(image_features, text_features, logit_scale, logit_bias, **extra)
+
+
+def call_image_image(loss_fn: nn.Module, z0, z1, logit_scale, logit_bias=None, labels=None, index=None):
+    """Score the embeddings of two views (or two image modalities) with any registered loss.
+
+    Two-view losses get ``(z0, z1)``; SupCon also gets ``labels``, where an unlabelled item
+    (label < 0) becomes a class of its own (its sample ``index``), so its only positive is its other
+    view. Cross-modal losses (InfoNCE, SigLIP, cluster-guided) treat the two images as two
+    modalities with the model's logit scale (and bias); MoCo gets (queries, keys).
+    """
+    if getattr(loss_fn, "needs_labels", False):
+        if labels is None:
+            raise ValueError(
+                "this loss needs class labels: a labelled image folder (ROOT/<class>/...) or data.label_key"
+            )
+        if index is not None:
+            labels = torch.where(labels >= 0, labels, -1 - index.to(labels.dtype))
+        return loss_fn(z0, z1, labels) + 0.0 * logit_scale
+    return call_cross_modal(loss_fn, z0, z1, logit_scale, logit_bias)

@@ -40,6 +40,7 @@ class SupConLoss(nn.Module):
     """
 
     pairing = "two_view"  # called as loss(z0, z1): image-image training
+    needs_labels = True  # called as loss(z0, z1, labels)
 
     def __init__(
         self,

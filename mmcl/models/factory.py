@@ -8,14 +8,16 @@ from transformers import PretrainedConfig
 
 from ..config import ConfigError, ModelConfig
 from .dual_encoder import DualEncoder
+from .image_encoder import ImageEncoder
 from .text import HFTextTower
 from .vision import TimmVisionTower
 
 
 def create_model(
     cfg: ModelConfig, text_config: PretrainedConfig | None = None, load_weights: bool = True
-) -> DualEncoder:
-    """Build the model. Nothing touches the network.
+) -> DualEncoder | ImageEncoder:
+    """Build the model (``model.kind``: a :class:`DualEncoder` or an :class:`ImageEncoder`).
+    Nothing touches the network.
 
     Args:
         cfg: model section of a recipe.
@@ -25,14 +27,18 @@ def create_model(
             supplies the weights.
     """
     vision = TimmVisionTower(cfg.vision, load_weights=load_weights)
-    text = HFTextTower(cfg.text, hf_config=text_config)
-    model = DualEncoder(cfg, vision, text)
+    if cfg.kind == "image_image":
+        vision2 = None if cfg.vision2 is None else TimmVisionTower(cfg.vision2, load_weights=load_weights)
+        model = ImageEncoder(cfg, vision, vision2)
+    else:
+        text = HFTextTower(cfg.text, hf_config=text_config)
+        model = DualEncoder(cfg, vision, text)
     if load_weights and cfg.init_from:
         init_from_pretrained(model, cfg.init_from)
     return model
 
 
-def init_from_pretrained(model: DualEncoder, source: str) -> None:
+def init_from_pretrained(model: DualEncoder | ImageEncoder, source: str) -> None:
     """Copy every weight of the model saved at ``source`` into ``model`` (same architecture)."""
     from ..interop import from_pretrained
 

@@ -22,8 +22,9 @@ from .checkpoint import latest_checkpoint, load_weights
 def save_run_metadata(run_dir: Path, recipe: Recipe, text_config, tokenizer) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-    text_config.to_json_file(run_dir / "text_config.json")
-    tokenizer.save_pretrained(run_dir / "tokenizer")
+    if text_config is not None:  # image-image models have no text tower
+        text_config.to_json_file(run_dir / "text_config.json")
+        tokenizer.save_pretrained(run_dir / "tokenizer")
 
 
 def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
@@ -31,19 +32,24 @@ def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not an mmcl run folder (no recipe.yaml)")
     data = yaml.safe_load(path.read_text())
-    # Weights come from the checkpoint and the tokenizer from the run folder, so the run does not
-    # depend on the original text-tower path or vision weights file still being there.
-    data["model"]["text"]["tokenizer"] = str(Path(run_dir) / "tokenizer")
-    data["model"]["text"]["config"] = {"model_type": "bert"}  # placeholder; replaced by text_config.json
-    data["model"]["text"]["path"] = None
     data["model"]["vision"]["weights"] = None
     data["model"]["init_from"] = None
     data["train"]["resume"] = None
+    if (data["model"].get("vision2") or {}).get("weights"):
+        data["model"]["vision2"]["weights"] = None
+    # Weights come from the checkpoint and the tokenizer from the run folder, so the run does not
+    # depend on the original text-tower path or vision weights file still being there.
+    if data["model"].get("kind") == "image_image":
+        return recipe_from_dict(data)
+    data["model"]["text"]["tokenizer"] = str(Path(run_dir) / "tokenizer")
+    data["model"]["text"]["config"] = {"model_type": "bert"}  # placeholder; replaced by text_config.json
+    data["model"]["text"]["path"] = None
     return recipe_from_dict(data)
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, ema: bool | None = None):
-    """Rebuild ``(model, tokenizer, recipe, checkpoint_path)`` from a run folder, offline.
+    """Rebuild ``(model, tokenizer, recipe, checkpoint_path)`` from a run folder, offline
+    (``tokenizer`` is None for an image-image model).
 
     Args:
         run_dir: a folder written by ``mmcl train``.
@@ -59,7 +65,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     ckpt = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if ckpt is None or not (ckpt / "model.safetensors").is_file():
         raise ConfigError(f"no checkpoint found in {run_dir / 'checkpoints'}")
-    text_config = AutoConfig.from_pretrained(run_dir / "text_config.json", local_files_only=True)
+    image_image = recipe.model.kind == "image_image"
+    text_config = None
+    if not image_image:
+        text_config = AutoConfig.from_pretrained(run_dir / "text_config.json", local_files_only=True)
     model = create_model(recipe.model, text_config=text_config, load_weights=False)
     has_ema = (ckpt / "ema.safetensors").is_file()
     if ema and not has_ema:
@@ -68,5 +77,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         load_model(model, str(ckpt / "ema.safetensors"), strict=True)
     else:
         load_weights(ckpt, model)
+    if image_image:
+        return model, None, recipe, ckpt
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", local_files_only=True, trust_remote_code=False)
     return model, tokenizer, recipe, ckpt

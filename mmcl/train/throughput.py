@@ -62,8 +62,12 @@ def count_flops_per_sample(model, batch: dict, n: int = 2) -> float | None:
     try:
         with FlopCounterMode(display=False) as counter:
             # .forward, not __call__: a model compiled in place is counted eagerly
-            out = model.forward(batch["images"][:n], batch["input_ids"][:n], batch["attention_mask"][:n])
-            total = out.image_embeds.float().sum() + out.text_embeds.float().sum()
+            if "input_ids" in batch:
+                out = model.forward(batch["images"][:n], batch["input_ids"][:n], batch["attention_mask"][:n])
+                total = out.image_embeds.float().sum() + out.text_embeds.float().sum()
+            else:  # image-image: two views or two image modalities
+                out = model.forward(batch["images"][:n], batch["images2"][:n])
+                total = out.embeds.float().sum() + out.embeds2.float().sum()
             torch.autograd.grad(total, params, allow_unused=True)
         return counter.get_total_flops() / n
     except Exception as e:  # counting is a report, never a reason to stop training

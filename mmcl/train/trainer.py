@@ -20,10 +20,11 @@ from ..data import Tokenize, image_transforms, load_tokenizer
 from ..data.sources import build_train_data
 from ..data.stream import merge_positions
 from ..data.synthetic import ensure_corpus
+from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
-from ..losses.base import call_cross_modal, create_loss
+from ..losses.base import call_cross_modal, call_image_image, create_loss
 from ..models import create_model, text_model_config
 from .checkpoint import (
     latest_checkpoint,
@@ -93,20 +94,44 @@ class Trainer:
             with self.accelerator.main_process_first():
                 ensure_corpus(data.synthetic, progress=self.progress)
 
-        self.text_config = text_model_config(recipe.model.text)
-        self.tokenizer = load_tokenizer(recipe.model.text)
-        self.model = create_model(recipe.model, text_config=None if recipe.model.text.path else self.text_config)
+        self.image_image = recipe.model.kind == "image_image"
+        if self.image_image:  # vision towers only: no tokenizer, no captions
+            self.text_config = self.tokenizer = self.tokenize = None
+            self.model = create_model(recipe.model)
+        else:
+            self.text_config = text_model_config(recipe.model.text)
+            self.tokenizer = load_tokenizer(recipe.model.text)
+            self.model = create_model(recipe.model, text_config=None if recipe.model.text.path else self.text_config)
+            self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
         train_tf, self.eval_transform = image_transforms(self.model.vision.data_config(), data.augment)
-        self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
+        if self.image_image and data.image2_key is None:
+            train_tf = MultiView(train_tf, train_tf)  # two augmented views of each image
 
         acc = self.accelerator
-        self.data = build_train_data(data, train_tf, self.tokenize, acc.process_index, acc.num_processes, seed=t.seed)
+        self.data = build_train_data(
+            data,
+            train_tf,
+            self.tokenize,
+            acc.process_index,
+            acc.num_processes,
+            seed=t.seed,
+            need_caption=not self.image_image,
+        )
         self.dataset, self.loader = self.data.dataset, self.data.loader
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
         if t.channels_last:
             self.model.vision.to(memory_format=torch.channels_last)
+            if getattr(self.model, "vision2", None) is not None:
+                self.model.vision2.to(memory_format=torch.channels_last)
+        if t.sync_bn and acc.num_processes > 1:
+            if acc.device.type == "cpu":
+                raise ConfigError(
+                    "train.sync_bn: torch's SyncBatchNorm runs on GPUs only; on CPU processes use false "
+                    "(or a tower and head without BatchNorm, e.g. model.head: mlp)"
+                )
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         optimizer = create_optimizer(self.model, t, acc.device)
         self.scheduler = create_scheduler(optimizer, t)
         if t.compile:
@@ -257,6 +282,16 @@ class Trainer:
             total.update(counts)
         return total
 
+    def _model_line(self) -> str:
+        m = self.recipe.model
+        if not self.image_image:
+            text = f"{self.text_config.model_type} ({self.text_config.num_hidden_layers} layers)"
+            return f"vision {m.vision.name} + text {text}"
+        towers = f"vision {m.vision.name}" + (f" + vision2 {m.vision2.name}" if m.vision2 else " (shared)")
+        second = "paired images" if self.recipe.data.image2_key else "two augmented views"
+        momentum = f", momentum key encoder m={m.momentum}" if m.momentum is not None else ""
+        return f"image-image on {second}: {towers}, head {m.head}{momentum}"
+
     def _summary(self) -> str:
         r, acc = self.recipe, self.accelerator
         n_params = sum(p.numel() for p in self.unwrapped.parameters())
@@ -265,8 +300,7 @@ class Trainer:
         return "\n".join(
             [
                 f"mmcl run {r.name!r} -> {self.run_dir}",
-                f"  model: vision {r.model.vision.name} + text {self.text_config.model_type} "
-                f"({self.text_config.num_hidden_layers} layers), embed_dim {r.model.embed_dim}",
+                f"  model: {self._model_line()}, embed_dim {r.model.embed_dim}",
                 f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
                 f"  data: {self.data.description}",
                 f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
@@ -290,7 +324,31 @@ class Trainer:
         acc = self.accelerator
         if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
-        if len(batches) == 1:
+        if self.image_image:
+            batch = batches[0]
+            if "images2" not in batch:
+                raise TrainingError("an image_image batch has no second image or view (data.image2_key / augment)")
+            with acc.autocast():
+                out = self.model(batch["images"], batch["images2"])
+            bias = out.logit_bias.float() if out.logit_bias is not None else None
+            try:
+                loss = call_image_image(
+                    self.loss_fn,
+                    out.embeds.float(),
+                    out.embeds2.float(),
+                    out.logit_scale.float(),
+                    bias,
+                    labels=batch.get("label"),
+                    index=batch["index"],
+                )
+            except ValueError as e:
+                raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
+            finite = torch.isfinite(loss.detach()).float()
+            if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            acc.backward(loss)
+        elif len(batches) == 1:
             batch = batches[0]
             ids, mask, extra = batch["input_ids"], batch["attention_mask"], {}
             if "neg_input_ids" in batch:  # hard-negative captions go through the text tower in the same pass
@@ -325,6 +383,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.unwrapped.clamp_logit_scale()
+        if self.image_image:
+            self.unwrapped.momentum_update()  # MoCo's key encoder (no-op without one)
         if self.ema is not None:
             self.ema.update(self.unwrapped)  # no step: a plain EMA with train.ema_decay from the first step
         # Each rank holds its share of the global loss; the mean over ranks is the global loss.
@@ -361,7 +421,9 @@ class Trainer:
                     used += 1
                     batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                     if self.recipe.train.channels_last:
-                        batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
+                        for key in ("images", "images2"):
+                            if key in batch:
+                                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
                     yield batch
                 elif batch["size"]:
                     # some rank's batch had < 2 usable samples: every rank drops its batch together

@@ -76,6 +76,24 @@ def test_paired_image_columns_in_csv(tiny_corpus, tmp_path):
         PairedImageTextDataset(path, tf, image_key="photo", caption_key=None, image2_key="depth", need_caption=False)
 
 
+def test_paired_images_share_the_random_crop(tiny_corpus, tmp_path):
+    """The two images of a pair get the same augmentation draws (they stay in register); the two
+    views of a two-view transform do not."""
+    table = rows(tiny_corpus)
+    path = tmp_path / "same.csv"
+    with open(path, "w") as f:
+        f.write("photo,copy\n")
+        for r in table[:4]:
+            f.write(f"{tiny_corpus / r['filepath']},{tiny_corpus / r['filepath']}\n")
+    tf = simclr_transform(16, blur_prob=0, min_scale=0.2)
+    ds = PairedImageTextDataset(path, tf, image_key="photo", image2_key="copy", seed=0, need_caption=False)
+    for i in range(4):
+        assert torch.equal(ds[i]["image"], ds[i]["image2"])
+    views = PairedImageTextDataset(path, MultiView(tf, tf), image_key="photo", seed=0, need_caption=False)
+    a, b = views[0]["image"]
+    assert not torch.equal(a, b)
+
+
 def test_paired_images_in_webdataset_shards(tiny_corpus, tmp_path):
     table = rows(tiny_corpus)
     shard = tmp_path / "00000.tar"

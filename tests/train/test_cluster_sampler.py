@@ -2,8 +2,6 @@
 neighbourhood grouping, exact resume, and a 2-process run equal to one process."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from mmcl.losses import create_loss
 from mmcl.negatives.sampler import ClusterBatchSampler
 from mmcl.train import latest_checkpoint
 
-from ..conftest import tiny_recipe_dict
+from ..conftest import run_one_and_two_processes, tiny_recipe_dict
 
 
 def families(n=240, k=8, seed=0):
@@ -185,14 +183,7 @@ def test_two_processes_with_the_cluster_sampler_match_one_process(tiny_corpus, t
             "attention_probs_dropout_prob": 0.0,
         }
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    cmd = [sys.executable, "-m", "mmcl.cli", "train", str(tmp_path / "one.yaml")]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    res = subprocess.run(
-        [*launch, "-m", "mmcl.cli", "train", str(tmp_path / "two.yaml")], capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_one_and_two_processes(tmp_path)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(a) == len(b) == 9  # the last 3 steps are in the cluster-ordered epoch
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,117 @@
+"""Image-image models: one vision tower for two augmented views, or two towers for paired image
+modalities, each with a projection head, and optionally a MoCo momentum key encoder."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..interop.pretrained import PretrainedMixin
+from ..losses.moco import momentum_update
+from .heads import projection_head
+from .vision import TimmVisionTower
+
+
+@dataclass
+class ImageEncoderOutput:
+    """embeds: (B, D) normalised embeddings of the first images (MoCo: the queries).
+    embeds2: (B, D) of the second images or views; with a momentum encoder these are its keys
+    (no gradient). logit_scale / logit_bias: as in :class:`~mmcl.models.DualEncoderOutput`, used by
+    cross-modal losses (InfoNCE, SigLIP, cluster-guided) between two image modalities."""
+
+    embeds: torch.Tensor
+    embeds2: torch.Tensor
+    logit_scale: torch.Tensor
+    logit_bias: torch.Tensor | None = None
+
+
+class ImageEncoder(PretrainedMixin, nn.Module):
+    """Vision towers only (``model.kind: image_image``).
+
+    - One tower (``vision2`` unset): SimCLR / MoCo / SupCon on two views of each image, or a shared
+      (siamese) tower for two image modalities.
+    - Two towers (``vision2`` set, same or different timm architectures): paired modalities such as
+      sketch/photo or RGB/depth; each tower has its own head.
+    - ``momentum`` set: a key encoder, an EMA copy of the second branch (tower + head) that encodes
+      the second view without gradient (MoCo); :meth:`momentum_update` runs after every optimizer step.
+
+    ``encode_image`` / ``encode_image2`` give the normalised head outputs (retrieval between the two
+    modalities); ``features`` gives the first tower's pooled backbone features, which is what
+    linear probes and kNN read (the head is discarded after pre-training, as in SimCLR and MoCo).
+
+    Example:
+        >>> recipe = mmcl.load_recipe("recipes/simclr-quickstart.yaml")
+        >>> model = mmcl.create_model(recipe.model)
+        >>> out = model(view1, view2)            # out.embeds, out.embeds2: (B, embed_dim)
+    """
+
+    kind = "image_image"
+
+    def __init__(self, cfg: ModelConfig, vision: TimmVisionTower, vision2: TimmVisionTower | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vision
+        self.image_proj = projection_head(vision.num_features, cfg.embed_dim, cfg.head)
+        self.vision2 = vision2
+        self.image2_proj = None if vision2 is None else projection_head(vision2.num_features, cfg.embed_dim, cfg.head)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(cfg.logit_scale_init)))
+        self.logit_bias = (
+            None if cfg.logit_bias_init is None else nn.Parameter(torch.tensor(float(cfg.logit_bias_init)))
+        )
+        self.key_encoder = None
+        if cfg.momentum is not None:
+            tower, head = self._branch2()
+            self.key_encoder = nn.ModuleDict({"vision": copy.deepcopy(tower), "proj": copy.deepcopy(head)})
+            self.key_encoder.requires_grad_(False)
+
+    def _branch2(self) -> tuple[nn.Module, nn.Module]:
+        if self.vision2 is None:
+            return self.vision, self.image_proj
+        return self.vision2, self.image2_proj
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of the first tower, (B, num_features), not normalised."""
+        return self.vision(images)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        x = self.image_proj(self.vision(images))
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def encode_image2(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """The second modality through its own tower (or the shared one)."""
+        tower, head = self._branch2()
+        x = head(tower(images))
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, images: torch.Tensor, images2: torch.Tensor) -> ImageEncoderOutput:
+        if self.key_encoder is None:
+            embeds2 = self.encode_image2(images2)
+        else:
+            with torch.no_grad():
+                embeds2 = F.normalize(self.key_encoder["proj"](self.key_encoder["vision"](images2)), dim=-1)
+        return ImageEncoderOutput(self.encode_image(images), embeds2, self.logit_scale.exp(), self.logit_bias)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """key encoder <- m * key encoder + (1 - m) * second branch (no-op without a key encoder)."""
+        if self.key_encoder is None:
+            return
+        tower, head = self._branch2()
+        momentum_update(self.key_encoder["vision"], tower, self.cfg.momentum)
+        momentum_update(self.key_encoder["proj"], head, self.cfg.momentum)
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        self.logit_scale.clamp_(0, math.log(self.cfg.logit_scale_max))
+
+    def no_weight_decay_names(self) -> set[str]:
+        names = {"logit_scale", "logit_bias"} | {f"vision.{n}" for n in self.vision.no_weight_decay_names()}
+        if self.vision2 is not None:
+            names |= {f"vision2.{n}" for n in self.vision2.no_weight_decay_names()}
+        return names

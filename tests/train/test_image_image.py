@@ -1,0 +1,170 @@
+"""Image-image training end to end (model.kind: image_image): SimCLR/MoCo/SupCon on two views,
+paired modalities with two towers, exact resume with the MoCo queue and key encoder, SupCon labels
+from an image folder, config errors, and 2-process runs equal to one process (ntxent, moco)."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import mmcl
+from mmcl.config import recipe_from_dict
+from mmcl.errors import ConfigError
+from mmcl.eval.adapters import MmclAdapter
+from mmcl.train import latest_checkpoint
+
+from ..conftest import TINY_VIT, run_one_and_two_processes, ssl_recipe_dict
+
+
+def losses(run):
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["train/loss"] for x in lines if "train/loss" in x]
+
+
+def moco(data, queue=16, momentum=0.9):
+    data["loss"] = {"name": "moco", "kwargs": {"queue_size": queue}}
+    data["model"].update(head="mocov2", momentum=momentum)
+    return data
+
+
+def test_simclr_trains_and_probes_end_to_end(ssl_corpus, tmp_path):
+    trainer = mmcl.Trainer(recipe_from_dict(ssl_recipe_dict(ssl_corpus, tmp_path / "run")))
+    batch = next(iter(trainer.loader))
+    assert batch["images"].shape == batch["images2"].shape == (8, 3, 32, 32)
+    assert not torch.equal(batch["images"], batch["images2"])  # two different views
+    assert "input_ids" not in batch
+    records = trainer.fit()
+    assert {(r["task"]) for r in records} == {"knn", "linear_probe"}
+    for r in records:
+        assert 0 <= r["metrics"]["acc1"] <= 1 and r["metrics"]["num_test" if r["task"] == "linear_probe" else "k"]
+    assert all(torch.isfinite(torch.tensor(losses(tmp_path / "run"))))
+    assert not (tmp_path / "run" / "tokenizer").exists()
+    # the run folder reloads offline; the adapter reads backbone features for probes
+    adapter = MmclAdapter.from_run(tmp_path / "run")
+    x = torch.randn(2, 3, 32, 32)
+    assert adapter.encode_image(x).shape == (2, adapter.model.vision.num_features)
+    assert adapter.encode_paired(x).shape == (2, 16)
+    with pytest.raises(ConfigError, match="no text tower"):
+        adapter.encode_text(["a red circle"])
+    # a pretrained folder (safetensors + config, no tokenizer) gives the same features back
+    folder = adapter.model.save_pretrained(tmp_path / "pretrained")
+    assert not (folder / "tokenizer.json").exists()
+    model, tokenize, preprocess = mmcl.load_pretrained(folder)
+    assert isinstance(model, mmcl.ImageEncoder) and tokenize is None
+    torch.testing.assert_close(model.features(x), adapter.model.cpu().features(x))
+
+
+def test_moco_stop_and_resume_equals_a_straight_run(ssl_corpus, tmp_path):
+    """The queue (loss state) and the key encoder (model weights) come back exactly."""
+    runs = {}
+    for name, legs in {"straight": [{}], "resumed": [{"stop_at_step": 3}, {"resume": "latest"}]}.items():
+        for leg in legs:
+            data = moco(ssl_recipe_dict(ssl_corpus, tmp_path / name, steps=6, checkpoint_every=100, **leg))
+            data["eval"]["datasets"] = []
+            mmcl.Trainer(recipe_from_dict(data)).fit()
+        runs[name] = latest_checkpoint(tmp_path / name)
+    a, b = load_file(str(runs["straight"] / "model.safetensors")), load_file(str(runs["resumed"] / "model.safetensors"))
+    assert any(k.startswith("key_encoder.") for k in a)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    qa = torch.load(runs["straight"] / "state.pt", weights_only=True)["loss"]
+    qb = torch.load(runs["resumed"] / "state.pt", weights_only=True)["loss"]
+    assert int(qa["queue_len"]) == 16  # 6 steps x 8 keys through a 16-key ring
+    torch.testing.assert_close(qb["queue"], qa["queue"], rtol=1e-5, atol=1e-6)
+    assert int(qb["queue_ptr"]) == int(qa["queue_ptr"])
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "resumed")), torch.tensor(losses(tmp_path / "straight")))
+
+
+def test_supcon_reads_the_labels_of_an_image_folder(ssl_corpus, tmp_path):
+    with open(ssl_corpus / "train.csv") as f:
+        rows = list(csv.DictReader(f))
+    root = tmp_path / "folder"
+    classes = {}
+    for i, row in enumerate(rows):
+        name = f"shape_{int(row['label']) % 4}"  # 4 classes: every batch of 8 repeats some
+        (root / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(ssl_corpus / row["filepath"], root / name / f"{i:03d}.png")
+        classes[name] = int(row["label"]) % 4
+    data = ssl_recipe_dict(ssl_corpus, tmp_path / "run", loss="supcon", steps=2)
+    data["data"]["train"] = str(root)
+    data["eval"]["datasets"] = []
+    trainer = mmcl.Trainer(recipe_from_dict(data))
+    names = sorted(classes)
+    dataset = trainer.dataset
+    batch = next(iter(trainer.loader))
+    for index, label in zip(batch["index"].tolist(), batch["label"].tolist()):
+        assert names[label] == dataset.record(index)[0].parent.name  # the folder is the class
+    assert len(set(batch["label"].tolist())) < 8  # some classes repeat: SupCon has positives beyond the views
+    trainer.fit()
+    assert all(torch.isfinite(torch.tensor(losses(tmp_path / "run"))))
+
+
+def test_supcon_without_labels_is_a_clear_error(ssl_corpus, tmp_path):
+    data = ssl_recipe_dict(ssl_corpus, tmp_path / "run", loss="supcon", steps=1)
+    with pytest.raises(mmcl.TrainingError, match="needs class labels.*data.label_key"):
+        mmcl.Trainer(recipe_from_dict(data)).fit()
+
+
+def test_paired_modalities_with_two_towers_train_and_retrieve(ssl_corpus, tmp_path):
+    data = ssl_recipe_dict(ssl_corpus, tmp_path / "run", loss="infonce")
+    data["data"].update(image2_key="sketch", augment={"enabled": False})
+    data["model"].update(vision2=TINY_VIT, head="linear")
+    data["eval"]["datasets"] = [
+        {"name": "pairs", "path": str(ssl_corpus / "test.csv"), "tasks": ["image_retrieval"], "image2_key": "sketch"}
+    ]
+    trainer = mmcl.Trainer(recipe_from_dict(data))
+    batch = next(iter(trainer.loader))
+    assert batch["images2"].shape == batch["images"].shape
+    assert batch["images2"].mean() > batch["images"].mean()  # sketches are mostly white
+    (record,) = trainer.fit()
+    m = record["metrics"]
+    assert record["task"] == "image_retrieval" and m["num_pairs"] == 16 and m["chance_recall_at_1"] == 1 / 16
+    for key in ("forward_recall@1", "backward_recall@1", "forward_recall@10"):
+        assert 0 <= m[key] <= 1
+    assert m["forward_recall@10"] >= m["forward_recall@1"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["loss"].update(name="moco"), "moco .* together with model.momentum"),
+        (lambda d: d["model"].update(momentum=0.99), "only loss.name: moco uses"),
+        (lambda d: d["eval"]["datasets"][0].update(tasks=["zeroshot"]), "need a text tower.*knn, linear_probe"),
+        (lambda d: d["eval"]["datasets"][0].update(tasks=["image_retrieval"]), "needs image2_key"),
+        (lambda d: d["train"].update(accumulation_steps=2), "image_image needs 1"),
+        (lambda d: d["data"].update(augment={"enabled": False}), "two augmented views.*data.image2_key"),
+        (lambda d: d["data"]["augment"].update(grayscale=1.5), "grayscale is a probability"),
+        (lambda d: d["model"].update(kind="image_text", momentum=0.9), "needs model.kind: image_image"),
+        (lambda d: d["model"].update(head="byol"), "valid choices: linear, mlp, simclr, mocov2"),
+    ],
+)
+def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
+    data = ssl_recipe_dict(ssl_corpus, tmp_path / "run")
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        recipe_from_dict(data)
+
+
+@pytest.mark.parametrize("loss", ["ntxent", "moco"])
+def test_two_processes_match_one_process_with_the_whole_batch(ssl_corpus, tmp_path, loss):
+    """Per-item seeded views, a LayerNorm tower and a BN-free head: 2 x 4 must equal 1 x 8."""
+    for name, batch in (("one", 8), ("two", 4)):
+        data = ssl_recipe_dict(ssl_corpus, tmp_path / name, loss=loss, steps=6, checkpoint_every=100)
+        data["data"]["batch_size"] = batch
+        data["eval"]["datasets"] = []
+        if loss == "moco":
+            moco(data, queue=32)
+            data["model"]["head"] = "mlp"
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    run_one_and_two_processes(tmp_path)
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(a) == len(b) == 6
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6)
+    wa = load_file(str(latest_checkpoint(tmp_path / "one") / "model.safetensors"))
+    wb = load_file(str(latest_checkpoint(tmp_path / "two") / "model.safetensors"))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-5, msg=name)
