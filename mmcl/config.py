@@ -519,9 +519,8 @@ def validate(recipe: Recipe) -> None:
         _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
         _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
         _check_text(m.text)
-    else:
-        if m.vision2 is not None:
-            _check_vision(m.vision2, "model.vision2")
+    elif m.vision2 is not None:
+        _check_vision(m.vision2, "model.vision2")
     _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
     try:
         loss = create_loss(lo.name, **lo.kwargs)

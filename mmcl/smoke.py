@@ -79,32 +79,15 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     model["vision"] = vision
     data["model"] = model
     data["train"] = {**train, **SMOKE_TRAIN, "output_dir": str(out / "run")}
-    test = str(corpus / "test.csv")
-    if image_image:
-        tasks = ["knn"] + (["image_retrieval"] if old_data.get("image2_key") else [])
-        data["eval"] = {
-            "batch_size": 16,
-            "datasets": [
-                {
-                    "name": "smoke",
-                    "path": test,
-                    "tasks": tasks,
-                    "train_path": str(corpus / "train.csv"),
-                    "image2_key": "sketch",
-                }
-            ],
-        }
-        return recipe_from_dict(data)
-    data["eval"] = {
-        "batch_size": 16,
-        "datasets": [
-            {
-                "name": "smoke",
-                "path": test,
-                "tasks": ["zeroshot", "retrieval"],
-                "classnames": str(corpus / "classnames.txt"),
-                "templates": str(corpus / "templates.txt"),
-            }
-        ],
-    }
+    dataset = {"name": "smoke", "path": str(corpus / "test.csv")}
+    if image_image:  # kNN, and image <-> sketch retrieval for paired recipes
+        paired = ["image_retrieval"] if old_data.get("image2_key") else []
+        dataset.update(tasks=["knn", *paired], train_path=str(corpus / "train.csv"), image2_key="sketch")
+    else:
+        dataset.update(
+            tasks=["zeroshot", "retrieval"],
+            classnames=str(corpus / "classnames.txt"),
+            templates=str(corpus / "templates.txt"),
+        )
+    data["eval"] = {"batch_size": 16, "datasets": [dataset]}
     return recipe_from_dict(data)

@@ -85,7 +85,7 @@ class ItemMaker:
         """One of a row's hard-negative captions, seeded like :meth:`caption` (its own stream)."""
         return negatives[random.Random(_mix(self.caption_seed, epoch, uid, 3)).randrange(len(negatives))]
 
-    def _pixels(self, image, uid: int, epoch: int, view: int):
+    def _pixels(self, image, uid: int, epoch: int):
         if not isinstance(image, Image.Image):
             image, reason = load_image(image)
             if image is None:
@@ -94,7 +94,7 @@ class ItemMaker:
             image = image.convert("RGB")
         if self.seed is None:
             return self.transform(image), None
-        with seeded(_mix(self.seed, epoch, uid) if view == 0 else _mix(self.seed, epoch, uid, view)):
+        with seeded(_mix(self.seed, epoch, uid)):
             return self.transform(image), None
 
     def __call__(self, image, captions: list[str], label: int | None, uid: int, epoch: int, image2=None):
@@ -104,12 +104,12 @@ class ItemMaker:
         text = self.caption(captions, uid, epoch)
         if self.need_caption and not text:
             return None, "empty_caption"
-        pixels, reason = self._pixels(image, uid, epoch, 0)
+        pixels, reason = self._pixels(image, uid, epoch)
         if pixels is None:
             return None, reason
         item = {"image": pixels, "text": text, "index": uid}
         if image2 is not None:
-            pixels2, reason = self._pixels(image2, uid, epoch, 0)
+            pixels2, reason = self._pixels(image2, uid, epoch)
             if pixels2 is None:
                 return None, reason
             item["image2"] = pixels2

@@ -202,18 +202,14 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int, sketch
     return img
 
 
-def generate_scene(seed: int, split: str, index: int, cfg: SyntheticConfig) -> tuple[Image.Image, Scene]:
-    """Item ``index`` of ``split``: a pure function of its arguments."""
+def generate_scene(
+    seed: int, split: str, index: int, cfg: SyntheticConfig, sketch: bool = False
+) -> tuple[Image.Image, Scene]:
+    """Item ``index`` of ``split``: a pure function of its arguments. ``sketch``: the item's line
+    drawing instead (the same objects at the same places)."""
     rng = np.random.default_rng([seed, _split_offset(split), index])
     scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
-    return render_scene(scene, rng, cfg.image_size), scene
-
-
-def generate_sketch(seed: int, split: str, index: int, cfg: SyntheticConfig) -> Image.Image:
-    """The line sketch of item ``index``: the same objects at the same places as its image."""
-    rng = np.random.default_rng([seed, _split_offset(split), index])
-    scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
-    return render_scene(scene, rng, cfg.image_size, sketch=True)
+    return render_scene(scene, rng, cfg.image_size, sketch=sketch), scene
 
 
 def _manifest(cfg: SyntheticConfig) -> dict:
@@ -259,7 +255,8 @@ def make_corpus(cfg: SyntheticConfig, progress: bool = True) -> Path:
             rows.append({"filepath": rel, "title": scene.caption, "label": scene.label, "key": scene.key})
             if cfg.sketch:
                 rows[-1]["sketch"] = f"{split}/{i:07d}-sketch.png"
-                generate_sketch(cfg.seed, split, i, cfg).save(root / rows[-1]["sketch"], compress_level=1)
+                sketch, _ = generate_scene(cfg.seed, split, i, cfg, sketch=True)
+                sketch.save(root / rows[-1]["sketch"], compress_level=1)
         tmp = root / f".{split}.csv.tmp"
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["filepath", "title", "label", "key"] + ["sketch"] * cfg.sketch)

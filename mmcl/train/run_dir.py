@@ -32,14 +32,14 @@ def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not an mmcl run folder (no recipe.yaml)")
     data = yaml.safe_load(path.read_text())
+    # Weights come from the checkpoint and the tokenizer from the run folder, so the run does not
+    # depend on the original text-tower path or vision weights files still being there.
     data["model"]["vision"]["weights"] = None
+    if data["model"].get("vision2"):
+        data["model"]["vision2"]["weights"] = None
     data["model"]["init_from"] = None
     data["train"]["resume"] = None
-    if (data["model"].get("vision2") or {}).get("weights"):
-        data["model"]["vision2"]["weights"] = None
-    # Weights come from the checkpoint and the tokenizer from the run folder, so the run does not
-    # depend on the original text-tower path or vision weights file still being there.
-    if data["model"].get("kind") == "image_image":
+    if data["model"].get("kind") == "image_image":  # no text tower
         return recipe_from_dict(data)
     data["model"]["text"]["tokenizer"] = str(Path(run_dir) / "tokenizer")
     data["model"]["text"]["config"] = {"model_type": "bert"}  # placeholder; replaced by text_config.json

@@ -317,22 +317,22 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------------------------------------
-    def _train_step(self, batches: list[dict]) -> float | None:
-        """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with
-        GradCache. Returns the loss, or None when the step was skipped (non-finite loss or
-        gradient). Under bf16/fp16 the towers run in autocast; the logits and loss in fp32."""
-        acc = self.accelerator
-        if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
-            self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
-        if self.image_image:
-            batch = batches[0]
-            if "images2" not in batch:
-                raise TrainingError("an image_image batch has no second image or view (data.image2_key / augment)")
-            with acc.autocast():
+    def _batch_loss(self, batch: dict) -> torch.Tensor:
+        """The loss of one batch: image-text (with any hard-negative captions in the same text pass)
+        or image-image (two views, or two image modalities). Towers in autocast, loss in fp32."""
+        with self.accelerator.autocast():
+            if self.image_image:
                 out = self.model(batch["images"], batch["images2"])
-            bias = out.logit_bias.float() if out.logit_bias is not None else None
+            else:
+                ids, mask = batch["input_ids"], batch["attention_mask"]
+                if "neg_input_ids" in batch:  # hard-negative captions go through the text tower in the same pass
+                    ids = torch.cat([ids, batch["neg_input_ids"]])
+                    mask = torch.cat([mask, batch["neg_attention_mask"]])
+                out = self.model(batch["images"], ids, mask)
+        bias = out.logit_bias.float() if out.logit_bias is not None else None
+        if self.image_image:
             try:
-                loss = call_image_image(
+                return call_image_image(
                     self.loss_fn,
                     out.embeds.float(),
                     out.embeds2.float(),
@@ -343,26 +343,21 @@ class Trainer:
                 )
             except ValueError as e:
                 raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
-            finite = torch.isfinite(loss.detach()).float()
-            if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            acc.backward(loss)
-        elif len(batches) == 1:
-            batch = batches[0]
-            ids, mask, extra = batch["input_ids"], batch["attention_mask"], {}
-            if "neg_input_ids" in batch:  # hard-negative captions go through the text tower in the same pass
-                ids, mask = torch.cat([ids, batch["neg_input_ids"]]), torch.cat([mask, batch["neg_attention_mask"]])
-            with acc.autocast():
-                out = self.model(batch["images"], ids, mask)
-            text = out.text_embeds.float()
-            if "neg_input_ids" in batch:
-                n = batch["input_ids"].shape[0]
-                text, extra["text_negatives"] = text[:n], text[n:]
-            bias = out.logit_bias.float() if out.logit_bias is not None else None
-            loss = call_cross_modal(
-                self.loss_fn, out.image_embeds.float(), text, out.logit_scale.float(), bias, **extra
-            )
+        text, extra = out.text_embeds.float(), {}
+        if "neg_input_ids" in batch:
+            n = batch["input_ids"].shape[0]
+            text, extra["text_negatives"] = text[:n], text[n:]
+        return call_cross_modal(self.loss_fn, out.image_embeds.float(), text, out.logit_scale.float(), bias, **extra)
+
+    def _train_step(self, batches: list[dict]) -> float | None:
+        """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with
+        GradCache. Returns the loss, or None when the step was skipped (non-finite loss or
+        gradient). Under bf16/fp16 the towers run in autocast; the logits and loss in fp32."""
+        acc = self.accelerator
+        if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
+            self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
+        if len(batches) == 1:
+            loss = self._batch_loss(batches[0])
             finite = torch.isfinite(loss.detach()).float()
             if acc.reduce(finite, reduction="sum").item() < acc.num_processes:
                 self.optimizer.zero_grad(set_to_none=True)
