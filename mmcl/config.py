@@ -40,6 +40,9 @@ class SyntheticConfig:
     seed: int = 0
     # also draw each scene as a white line sketch (column ``sketch``): a paired image modality
     sketch: bool = False
+    # also write each scene's segmentation mask (column ``mask``; 0 background, 1 + class): for the
+    # per-pixel probe (eval task dense_probe)
+    masks: bool = False
 
 
 @dataclass
@@ -53,13 +56,15 @@ class AugmentConfig:
     enabled: bool = True
     preset: Literal["timm", "simclr"] = "timm"
     scale: list[float] = field(default_factory=lambda: [0.9, 1.0])
-    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: float = 0.0
     color_jitter: float = 0.0
     jitter_prob: float = 0.8  # simclr: probability of the colour jitter
     hue: float | None = None  # simclr: hue jitter (default 0.25 * color_jitter, the paper's 0.2 of 0.8)
     grayscale: float = 0.0  # simclr: probability of converting to grayscale (paper: 0.2)
     blur: float = 0.0  # simclr: probability of a Gaussian blur (paper: 0.5 on ImageNet, 0 on CIFAR)
+    # resampling of the training crop; null: the tower's own (timm data config, usually bicubic)
+    interpolation: Literal["bicubic", "bilinear", "nearest"] | None = None
 
 
 @dataclass
@@ -145,6 +150,8 @@ class ModelConfig:
     head: Literal["linear", "mlp", "simclr", "mocov2"] = "linear"
     # image_image: a momentum (EMA) key encoder with this momentum (MoCo: 0.999; needs loss moco)
     momentum: float | None = None
+    # image_image: a dense head (1x1-conv MLP at every feature-map location) for loss densecl
+    dense: bool = False
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
     logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: no bias
@@ -198,9 +205,18 @@ class TrainConfig:
 class EvalDatasetConfig:
     name: str = "eval"
     path: str = ""  # CSV/TSV/JSONL with images and captions
-    tasks: list[Literal["zeroshot", "retrieval", "knn", "linear_probe", "compositional", "image_retrieval"]] = field(
-        default_factory=lambda: ["zeroshot", "retrieval"]
-    )
+    tasks: list[
+        Literal[
+            "zeroshot",
+            "retrieval",
+            "knn",
+            "linear_probe",
+            "compositional",
+            "image_retrieval",
+            "dense_probe",
+            "finetune",
+        ]
+    ] = field(default_factory=lambda: ["zeroshot", "retrieval"])
     image_key: str = "filepath"
     image2_key: str | None = None  # image_retrieval: the paired image column (image <-> image2 recall@k)
     caption_key: str = "title"
@@ -218,6 +234,15 @@ class EvalDatasetConfig:
     knn_temperature: float = 0.07
     # compositional: an items file (image, caption, negatives[, type]); see `mmcl data make-compositional`
     compositional: str | None = None
+    # dense_probe: the segmentation-mask column (PNG of class indices); a per-pixel linear probe on the
+    # backbone's feature map, trained on train_path's masks and scored on this dataset's
+    mask_key: str | None = None
+    dense_probe_epochs: int = 30
+    # finetune: fine-tune the whole vision tower (and, as the baseline, the same architecture from
+    # random init) on these fractions of train_path's labelled items, scored on this dataset
+    finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    finetune_epochs: int = 30
+    finetune_lr: float = 1e-3
 
 
 @dataclass
@@ -518,6 +543,7 @@ def validate(recipe: Recipe) -> None:
     if m.kind == "image_text":
         _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
         _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
+        _check(not m.dense, "model.dense (a DenseCL dense head) needs model.kind: image_image")
         _check_text(m.text)
     elif m.vision2 is not None:
         _check_vision(m.vision2, "model.vision2")
@@ -618,8 +644,21 @@ def validate(recipe: Recipe) -> None:
                 ds.classnames is not None and ds.templates is not None,
                 f"{key}: the zeroshot task needs classnames and templates files",
             )
-        for task in ("knn", "linear_probe"):
+        for task in ("knn", "linear_probe", "dense_probe", "finetune"):
             _check(task not in ds.tasks or ds.train_path is not None, f"{key}: the {task} task needs train_path")
+        _check(
+            "dense_probe" not in ds.tasks or ds.mask_key is not None,
+            f"{key}: the dense_probe task needs mask_key (the column of segmentation masks)",
+        )
+        _check(ds.dense_probe_epochs >= 1, f"{key}.dense_probe_epochs must be >= 1, got {ds.dense_probe_epochs}")
+        _check(
+            bool(ds.finetune_fractions) and all(0 < f <= 1 for f in ds.finetune_fractions),
+            f"{key}.finetune_fractions must be a non-empty list of fractions in (0, 1], got {ds.finetune_fractions}",
+        )
+        _check(
+            ds.finetune_epochs >= 1 and ds.finetune_lr > 0,
+            f"{key}: finetune_epochs must be >= 1 and finetune_lr > 0",
+        )
         _check(
             "compositional" not in ds.tasks or ds.compositional is not None,
             f"{key}: the compositional task needs a compositional items file (mmcl data make-compositional)",
@@ -631,19 +670,27 @@ def validate(recipe: Recipe) -> None:
         )
 
 
-IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval")
+IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval", "dense_probe", "finetune")
 
 
 def _validate_image_image(recipe: Recipe, loss) -> None:
     """What image-image training (``model.kind: image_image``) needs on top of the common checks."""
     d, m, t = recipe.data, recipe.model, recipe.train
-    is_moco = recipe.loss.name == "moco"
+    is_moco = recipe.loss.name in ("moco", "densecl")
     _check(
         is_moco == (m.momentum is not None),
-        "loss.name: moco scores queries against keys of a momentum encoder: use it together with "
-        "model.momentum (e.g. 0.999)"
+        f"loss.name: {recipe.loss.name} scores queries against keys of a momentum encoder: use it together "
+        "with model.momentum (e.g. 0.999)"
         if is_moco
-        else f"model.momentum builds a MoCo key encoder, which only loss.name: moco uses (got {recipe.loss.name!r})",
+        else "model.momentum builds a MoCo key encoder, which only loss.name: moco or densecl uses "
+        f"(got {recipe.loss.name!r})",
+    )
+    is_dense = recipe.loss.name == "densecl"
+    _check(
+        is_dense == m.dense,
+        "loss.name: densecl needs the dense head: set model.dense: true"
+        if is_dense
+        else f"model.dense builds a dense head, which only loss.name: densecl trains (got {recipe.loss.name!r})",
     )
     if m.momentum is not None:
         _check(0 <= m.momentum < 1, f"model.momentum must be in [0, 1), got {m.momentum}")

@@ -12,8 +12,9 @@ or files the machine may not have is replaced:
 - ``train``: 2 steps, CPU, fp32, no torch.compile, a checkpoint at step 2, into
   ``train.output_dir`` (default ``runs/smoke/<name>``);
 - ``eval``: retrieval and zero-shot on the corpus's 16 held-out pairs; image-image models
-  (``model.kind: image_image``) get kNN, and image <-> sketch retrieval when they train on pairs
-  (the corpus draws every scene as a sketch too, column ``sketch``).
+  (``model.kind: image_image``) get kNN, image <-> sketch retrieval when they train on pairs (the
+  corpus draws every scene as a sketch too, column ``sketch``), and the per-pixel probe when they
+  have a dense head (on the corpus's masks, column ``mask``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     train = dict(data.get("train") or {})
     out = Path((train.get("output_dir") or "runs/smoke/{name}").replace("{name}", name))
     corpus = ensure_corpus(
-        SyntheticConfig(root=str(out / "data"), n_train=48, n_test=16, n_novel=8, image_size=32, sketch=True),
+        SyntheticConfig(
+            root=str(out / "data"), n_train=48, n_test=16, n_novel=8, image_size=32, sketch=True, masks=True
+        ),
         progress=False,
     )
     old_data = data.get("data") or {}
@@ -82,7 +85,10 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
     dataset = {"name": "smoke", "path": str(corpus / "test.csv")}
     if image_image:  # kNN, and image <-> sketch retrieval for paired recipes
         paired = ["image_retrieval"] if old_data.get("image2_key") else []
-        dataset.update(tasks=["knn", *paired], train_path=str(corpus / "train.csv"), image2_key="sketch")
+        dense = ["dense_probe"] if model.get("dense") else []  # a dense head: the per-pixel probe too
+        dataset.update(
+            tasks=["knn", *paired, *dense], train_path=str(corpus / "train.csv"), image2_key="sketch", mask_key="mask"
+        )
     else:
         dataset.update(
             tasks=["zeroshot", "retrieval"],

@@ -38,14 +38,14 @@ def tiny_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ssl_corpus(tmp_path_factory):
-    """Single-object scenes (every item labelled colour x shape) with a line sketch of each:
-    32 train / 16 test, 32 px; for image-image training and probes."""
+    """Single-object scenes (every item labelled colour x shape) with a line sketch and a
+    segmentation mask of each: 32 train / 16 test, 32 px; for image-image training and probes."""
     from mmcl.config import SyntheticConfig
     from mmcl.data.synthetic import make_corpus
 
     root = tmp_path_factory.mktemp("shapes-ssl")
     cfg = SyntheticConfig(
-        root=str(root), n_train=32, n_test=16, n_novel=4, image_size=32, single_fraction=1.0, sketch=True
+        root=str(root), n_train=32, n_test=16, n_novel=4, image_size=32, single_fraction=1.0, sketch=True, masks=True
     )
     make_corpus(cfg, progress=False)
     return root

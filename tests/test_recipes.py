@@ -29,6 +29,8 @@ def test_there_are_recipes_for_the_families_users_run():
         "moco-v2-resnet50-imagenet.yaml",
         "supcon-resnet50-imagenet.yaml",
         "paired-resnet50-csv.yaml",
+        "densecl-quickstart.yaml",
+        "densecl-resnet50-imagenet.yaml",
     } <= set(RECIPES)
 
 
@@ -47,7 +49,8 @@ def test_recipe_smoke(name, tmp_path, monkeypatch):
     records = json.loads((run / "results.json").read_text())
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     if recipe["model"]["kind"] == "image_image":  # no text tower: kNN, and retrieval between paired images
-        paired = recipe["data"]["image2_key"] is not None
-        assert {r["task"] for r in records} == {"knn", *(["image_retrieval"] if paired else [])}
+        paired = ["image_retrieval"] if recipe["data"]["image2_key"] is not None else []
+        dense = ["dense_probe"] if recipe["model"]["dense"] else []
+        assert {r["task"] for r in records} == {"knn", *paired, *dense}
     else:
         assert {r["task"] for r in records} == {"zeroshot", "retrieval"}

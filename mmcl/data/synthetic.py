@@ -173,14 +173,22 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
-def render_scene(scene: Scene, rng: np.random.Generator, image_size: int, sketch: bool = False) -> Image.Image:
+def render_scene(
+    scene: Scene, rng: np.random.Generator, image_size: int, sketch: bool = False, mask: bool = False
+) -> Image.Image:
     """Draw a scene: jittered background, colours, positions and sizes. ``sketch``: the same
-    geometry (for the same ``rng`` state) as black outlines on white, without colour."""
+    geometry (for the same ``rng`` state) as black outlines on white, without colour. ``mask``: the
+    same geometry as a segmentation mask ('L' image): 0 background, 1 + the object's colour x shape
+    class elsewhere (a later object covers an earlier one, as in the image)."""
     bg = int(rng.integers(15, 70))
-    img = Image.new("RGB", (image_size, image_size), (255, 255, 255) if sketch else (bg, bg, bg))
+    if mask:
+        img = Image.new("L", (image_size, image_size), 0)
+    else:
+        img = Image.new("RGB", (image_size, image_size), (255, 255, 255) if sketch else (bg, bg, bg))
     draw = ImageDraw.Draw(img)
     style = {"fill": None, "outline": (0, 0, 0), "width": max(1, image_size // 32)} if sketch else {}
     cell = image_size / 3
+    classes = class_names()
     for obj in scene.objects:
         r = SIZES[obj["size"]] * image_size * float(rng.uniform(0.9, 1.1))
         jitter = cell * 0.18
@@ -188,6 +196,8 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int, sketch
         cy = (obj["cell"][0] + 0.5) * cell + float(rng.uniform(-jitter, jitter))
         base = np.array(COLOURS[obj["colour"]])
         fill = tuple(int(v) for v in np.clip(base + rng.integers(-18, 19, size=3), 0, 255))
+        if mask:
+            fill = 1 + classes.index(f"{obj['colour']} {obj['shape']}")
         kw = style or {"fill": fill}
         shape = obj["shape"]
         if shape == "circle":
@@ -203,20 +213,21 @@ def render_scene(scene: Scene, rng: np.random.Generator, image_size: int, sketch
 
 
 def generate_scene(
-    seed: int, split: str, index: int, cfg: SyntheticConfig, sketch: bool = False
+    seed: int, split: str, index: int, cfg: SyntheticConfig, sketch: bool = False, mask: bool = False
 ) -> tuple[Image.Image, Scene]:
     """Item ``index`` of ``split``: a pure function of its arguments. ``sketch``: the item's line
-    drawing instead (the same objects at the same places)."""
+    drawing instead (the same objects at the same places); ``mask``: its segmentation mask."""
     rng = np.random.default_rng([seed, _split_offset(split), index])
     scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
-    return render_scene(scene, rng, cfg.image_size, sketch=sketch), scene
+    return render_scene(scene, rng, cfg.image_size, sketch=sketch, mask=mask), scene
 
 
 def _manifest(cfg: SyntheticConfig) -> dict:
     params = asdict(cfg)
     params.pop("root")
-    if not params["sketch"]:  # corpora written before the option existed stay current
-        params.pop("sketch")
+    for option in ("sketch", "masks"):  # corpora written before these options existed stay current
+        if not params[option]:
+            params.pop(option)
     return {"generator": "mmcl.shapes.v2", "params": params}
 
 
@@ -235,7 +246,8 @@ def make_corpus(cfg: SyntheticConfig, progress: bool = True) -> Path:
     """Write the corpus to ``cfg.root``: PNG images, one CSV per split, class names and templates.
 
     CSV columns: ``filepath`` (relative to the CSV), ``title``, ``label``, ``key``, and with
-    ``sketch: true`` also ``sketch`` (the scene's line drawing, a paired image modality). The manifest is
+    ``sketch: true`` also ``sketch`` (the scene's line drawing, a paired image modality), and with
+    ``masks: true`` also ``mask`` (its segmentation mask, see :func:`render_scene`). The manifest is
     written last, so an interrupted generation is redone rather than trusted.
     """
     from tqdm.auto import tqdm
@@ -253,13 +265,15 @@ def make_corpus(cfg: SyntheticConfig, progress: bool = True) -> Path:
             rel = f"{split}/{i:07d}.png"
             img.save(root / rel, optimize=False, compress_level=1)
             rows.append({"filepath": rel, "title": scene.caption, "label": scene.label, "key": scene.key})
-            if cfg.sketch:
-                rows[-1]["sketch"] = f"{split}/{i:07d}-sketch.png"
-                sketch, _ = generate_scene(cfg.seed, split, i, cfg, sketch=True)
-                sketch.save(root / rows[-1]["sketch"], compress_level=1)
+            for column, wanted, kind in (("sketch", cfg.sketch, "sketch"), ("mask", cfg.masks, "mask")):
+                if wanted:
+                    rows[-1][column] = f"{split}/{i:07d}-{kind}.png"
+                    extra, _ = generate_scene(cfg.seed, split, i, cfg, **{kind: True})
+                    extra.save(root / rows[-1][column], compress_level=1)
         tmp = root / f".{split}.csv.tmp"
+        columns = ["filepath", "title", "label", "key"] + ["sketch"] * cfg.sketch + ["mask"] * cfg.masks
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["filepath", "title", "label", "key"] + ["sketch"] * cfg.sketch)
+            writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, root / f"{split}.csv")

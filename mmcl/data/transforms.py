@@ -20,6 +20,8 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
     eval_tf = create_transform(**common, is_training=False, crop_pct=1.0)
     if not augment.enabled:
         return eval_tf, eval_tf
+    if augment.interpolation is not None:  # the training crop's resampling; evaluation keeps the tower's
+        common["interpolation"] = augment.interpolation
     if augment.preset == "simclr":
         train_tf = simclr_transform(
             data_config["input_size"][-1],
@@ -27,6 +29,8 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
             std=data_config["std"],
             min_scale=augment.scale[0],
             max_scale=augment.scale[1],
+            ratio=tuple(augment.ratio),
+            interpolation=common["interpolation"],
             jitter_strength=augment.color_jitter,
             jitter_prob=augment.jitter_prob,
             hue=augment.hue,
@@ -59,9 +63,12 @@ def simclr_transform(
     hflip: float = 0.5,
     max_scale: float = 1.0,
     hue: float | None = None,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    interpolation: str = "bicubic",
 ) -> Callable:
     """One SimCLR view (Chen et al. 2020, appendix A): random resized crop (scale ``min_scale``..
-    ``max_scale``), horizontal flip, colour jitter (brightness/contrast/saturation ``0.8 s``, hue
+    ``max_scale``, aspect ``ratio``, resampled with ``interpolation``), horizontal flip, colour
+    jitter (brightness/contrast/saturation ``0.8 s``, hue
     ``0.2 s`` unless ``hue`` is given) applied with probability ``jitter_prob``, grayscale, Gaussian
     blur (kernel ~10% of the side, sigma in ``blur_sigma``), then normalisation. Defaults are the
     paper's ImageNet ones; small images (CIFAR-size) usually drop the blur (``blur_prob=0``)."""
@@ -70,7 +77,9 @@ def simclr_transform(
     s = jitter_strength
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd
     steps = [
-        T.RandomResizedCrop(size, scale=(min_scale, max_scale), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomResizedCrop(
+            size, scale=(min_scale, max_scale), ratio=ratio, interpolation=T.InterpolationMode(interpolation)
+        ),
         T.RandomHorizontalFlip(hflip),
     ]
     if s > 0 and jitter_prob > 0:

@@ -61,6 +61,14 @@ class _Adapter:
         modality. One image tower serves both unless the model has a second one."""
         return self.encode_image(images)
 
+    def vision_tower(self, pretrained: bool = True):
+        """The model's timm vision tower (``pretrained=False``: the same architecture, freshly
+        initialised), for the tasks that read its feature map or fine-tune it (dense_probe, finetune)."""
+        raise ConfigError(
+            f"{self.name}: the dense_probe and finetune tasks read and train an mmcl model's timm vision tower; "
+            "load it into an mmcl recipe first (model.init_from), or use the other tasks"
+        )
+
 
 class MmclAdapter(_Adapter):
     """Wraps a :class:`~mmcl.models.DualEncoder` with its tokenizer and eval transform, or an
@@ -123,6 +131,13 @@ class MmclAdapter(_Adapter):
             raise ConfigError(f"{self.name}: an image-image model has no text tower; image tasks only (knn, ...)")
         batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
         return self.model.encode_text(**batch)
+
+    def vision_tower(self, pretrained: bool = True):
+        if pretrained:
+            return self.model.vision
+        from ..models.vision import TimmVisionTower
+
+        return TimmVisionTower(self.model.cfg.vision, load_weights=False)
 
     @torch.no_grad()
     def encode_paired(self, images: torch.Tensor, second: bool = False) -> torch.Tensor:

@@ -12,8 +12,11 @@ from tqdm.auto import tqdm
 
 from ..config import IMAGE_TASKS, EvalConfig, EvalDatasetConfig
 from ..data.csv_jsonl import PairedImageTextDataset
+from ..errors import ConfigError
 from .compositional import evaluate_compositional
 from .datasets import open_dataset
+from .dense_probe import dense_features, dense_probe, load_segmentation
+from .finetune import finetune_transfer
 from .knn import knn_metrics
 from .linear_probe import linear_probe
 from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
@@ -69,10 +72,9 @@ def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progres
     return image_features, text_features, text_to_image, labels, keys, dict(skipped)
 
 
-def _labelled(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool, train: bool):
-    """Labelled image features of ``train_path`` (``train``: the kNN / linear-probe training set) or of
-    the dataset itself (image-only evaluation: no captions read)."""
-    data = open_dataset(
+def _open_split(ds_cfg: EvalDatasetConfig, train: bool):
+    """``train_path`` (``train``: the probes' training set) or the dataset itself, as an EvalDataset."""
+    return open_dataset(
         ds_cfg.train_path if train else ds_cfg.path,
         image_key=ds_cfg.image_key,
         label_key=ds_cfg.label_key,
@@ -80,7 +82,12 @@ def _labelled(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: boo
         max_items=ds_cfg.train_max_items if train else ds_cfg.max_items,
         name=f"{ds_cfg.name}/train" if train else ds_cfg.name,
     )
-    return _labelled_features(adapter, data, batch_size, 0, progress)
+
+
+def _labelled(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool, train: bool):
+    """Labelled image features of ``train_path`` (``train``: the kNN / linear-probe training set) or of
+    the dataset itself (image-only evaluation: no captions read)."""
+    return _labelled_features(adapter, _open_split(ds_cfg, train), batch_size, 0, progress)
 
 
 def _train_features(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):
@@ -130,12 +137,85 @@ def paired_image_retrieval(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, 
     return metrics
 
 
+def segmentation_probe(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> dict:
+    """Per-pixel linear probe on the vision tower's feature map (:mod:`mmcl.eval.dense_probe`):
+    trained on ``train_path``'s masks, scored on this dataset's. Images and masks are resized to the
+    tower's input size."""
+    tower = adapter.vision_tower()
+    data_cfg = tower.data_config()
+    size, mean, std = data_cfg["input_size"][-1], data_cfg["mean"], data_cfg["std"]
+    splits = {}
+    for name, path, limit in (
+        ("train", ds_cfg.train_path, ds_cfg.train_max_items),
+        ("test", ds_cfg.path, ds_cfg.max_items),
+    ):
+        images, masks, skipped = load_segmentation(
+            path, ds_cfg.image_key, ds_cfg.mask_key, size, mean, std, ds_cfg.separator, limit
+        )
+        feats = dense_features(lambda x: tower.dense_features(x.to(adapter.device)), images, batch_size)
+        splits[name] = (feats, masks, skipped)
+    metrics = dense_probe(
+        *splits["train"][:2], *splits["test"][:2], epochs=ds_cfg.dense_probe_epochs, device=adapter.device
+    )
+    skipped = {name: split[2] for name, split in splits.items() if split[2]}
+    if skipped:
+        metrics["skipped"] = skipped
+    return metrics
+
+
+def _labelled_images(adapter, ds_cfg: EvalDatasetConfig, train: bool):
+    """Preprocessed labelled images (N, 3, H, W), labels and skip counts of ``train_path`` or ``path``."""
+    data = _open_split(ds_cfg, train)
+    data.source.transform = adapter.preprocess
+    images, labels, skipped = [], [], Counter()
+    for item in data.source:
+        if isinstance(item, tuple):
+            skipped[item[1]] += 1
+        elif int(item["label"]) >= 0:
+            images.append(item["image"])
+            labels.append(int(item["label"]))
+    if not images:
+        raise ConfigError(f"{ds_cfg.name}: no labelled images in {ds_cfg.train_path if train else ds_cfg.path}")
+    return torch.stack(images), torch.tensor(labels), dict(skipped)
+
+
+def finetune_task(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool = False) -> dict:
+    """Fine-tune the whole vision tower on fractions of ``train_path`` against the same architecture
+    from random init (:mod:`mmcl.eval.finetune`), scored on this dataset."""
+    x_tr, y_tr, s_tr = _labelled_images(adapter, ds_cfg, train=True)
+    x_te, y_te, s_te = _labelled_images(adapter, ds_cfg, train=False)
+    tower = adapter.vision_tower()
+    metrics = finetune_transfer(
+        tower,
+        lambda: adapter.vision_tower(pretrained=False),
+        tower.num_features,
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        fractions=tuple(ds_cfg.finetune_fractions),
+        epochs=ds_cfg.finetune_epochs,
+        lr=ds_cfg.finetune_lr,
+        device=adapter.device,
+        progress=progress,
+    )
+    skipped = {name: s for name, s in (("train", s_tr), ("test", s_te)) if s}
+    if skipped:
+        metrics["skipped"] = skipped
+    return metrics
+
+
 def _evaluate_images(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool) -> list[dict]:
-    """Image-only tasks (kNN, linear probe, image <-> image retrieval): no caption is read."""
+    """Image-only tasks (kNN, linear probe, image <-> image retrieval, dense probe, fine-tuning): no
+    caption is read."""
     records, test, train = [], None, None
     for task in ds_cfg.tasks:
         if task == "image_retrieval":
             metrics = paired_image_retrieval(adapter, ds_cfg, batch_size, progress)
+        elif task == "dense_probe":
+            metrics = segmentation_probe(adapter, ds_cfg, batch_size)
+        elif task == "finetune":
+            metrics = finetune_task(adapter, ds_cfg, batch_size, progress)
         else:
             test = test or _labelled(adapter, ds_cfg, batch_size, progress, train=False)
             train = train or _train_features(adapter, ds_cfg, batch_size, progress)
@@ -166,6 +246,10 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
                 metrics = _probe(adapter, ds_cfg, task, train, img, labels)
             elif task == "image_retrieval":
                 metrics = paired_image_retrieval(adapter, ds_cfg, cfg.batch_size, progress)
+            elif task == "dense_probe":
+                metrics = segmentation_probe(adapter, ds_cfg, cfg.batch_size)
+            elif task == "finetune":
+                metrics = finetune_task(adapter, ds_cfg, cfg.batch_size, progress)
             elif task == "compositional":
                 metrics = evaluate_compositional(
                     adapter, ds_cfg.compositional, batch_size=cfg.batch_size, progress=progress
@@ -188,6 +272,7 @@ HEADLINE = {
     "linear_probe": ["acc1", "mean_per_class_recall"],
     "compositional": ["acc"],
     "image_retrieval": ["forward_recall@1", "backward_recall@1", "forward_recall@5", "chance_recall_at_1"],
+    "dense_probe": ["pixel_acc", "mean_iou", "foreground_iou"],
     "retrieval": [
         "image_retrieval_recall@1",
         "text_retrieval_recall@1",
@@ -203,7 +288,10 @@ HEADLINE = {
 def markdown_table(records: list[dict]) -> str:
     lines = ["| dataset | task | metric | value |", "|---|---|---|---|"]
     for r in records:
-        for name in HEADLINE.get(r["task"], []):
+        names = HEADLINE.get(r["task"], [])
+        if r["task"] == "finetune":  # one pair per labelled fraction, e.g. "1%/pretrained_acc1"
+            names = [k for k in r["metrics"] if k.endswith(("/pretrained_acc1", "/scratch_acc1"))]
+        for name in names:
             if name in r["metrics"]:
                 v = r["metrics"][name]
                 lines.append(

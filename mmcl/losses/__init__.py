@@ -3,6 +3,7 @@
 from .base import LOSSES, create_loss, list_losses, register_loss
 from .cluster_infonce import ClusterGuidedInfoNCE
 from .dcl import DCLLoss, DCLWLoss
+from .densecl import DenseCLLoss
 from .hcl import HCLLoss
 from .infonce import InfoNCELoss
 from .moco import MoCoLoss, momentum_update
@@ -16,6 +17,7 @@ __all__ = [
     "ClusterGuidedInfoNCE",
     "DCLLoss",
     "DCLWLoss",
+    "DenseCLLoss",
     "HCLLoss",
     "InfoNCELoss",
     "MoCoLoss",

@@ -34,14 +34,20 @@ def call_cross_modal(loss_fn: nn.Module, image_features, text_features, logit_sc
     return loss_fn(image_features, text_features, logit_scale, logit_bias, **extra)
 
 
-def call_image_image(loss_fn: nn.Module, z0, z1, logit_scale, logit_bias=None, labels=None, index=None):
+def call_image_image(loss_fn: nn.Module, z0, z1, logit_scale, logit_bias=None, labels=None, index=None, dense=None):
     """Score the embeddings of two views (or two image modalities) with any registered loss.
 
     Two-view losses get ``(z0, z1)``; SupCon also gets ``labels``, where an unlabelled item
     (label < 0) becomes a class of its own (its sample ``index``), so its only positive is its other
     view. Cross-modal losses (InfoNCE, SigLIP, cluster-guided) treat the two images as two
-    modalities with the model's logit scale (and bias); MoCo gets (queries, keys).
+    modalities with the model's logit scale (and bias); MoCo gets (queries, keys). Dense losses
+    (DenseCL) also get ``dense``: (dense queries, dense keys, query backbone features, key backbone
+    features), from a model with a dense head.
     """
+    if getattr(loss_fn, "pairing", None) == "dense":
+        if dense is None or dense[0] is None:
+            raise ValueError("this loss scores feature-map locations: the model needs its dense head (model.dense)")
+        return loss_fn(z0, z1, *dense) + 0.0 * logit_scale
     if getattr(loss_fn, "needs_labels", False):
         if labels is None:
             raise ValueError(

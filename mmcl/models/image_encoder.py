@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,12 @@ class ImageEncoderOutput:
     embeds2: torch.Tensor
     logit_scale: torch.Tensor
     logit_bias: torch.Tensor | None = None
+    # with a dense head (model.dense): (B, S, D) dense-head outputs at the S backbone locations of the
+    # first and second images, and (B, S, C) their backbone features (what DenseCL matches on)
+    dense: torch.Tensor | None = None
+    dense2: torch.Tensor | None = None
+    feature_map: torch.Tensor | None = None
+    feature_map2: torch.Tensor | None = None
 
 
 class ImageEncoder(PretrainedMixin, nn.Module):
@@ -40,6 +47,9 @@ class ImageEncoder(PretrainedMixin, nn.Module):
       sketch/photo or RGB/depth; each tower has its own head.
     - ``momentum`` set: a key encoder, an EMA copy of the second branch (tower + head) that encodes
       the second view without gradient (MoCo); :meth:`momentum_update` runs after every optimizer step.
+    - ``dense`` set: a dense head (DenseCL's 1x1-conv MLP, i.e. a Linear-ReLU-Linear applied at every
+      location of the backbone's feature map) next to the global head; the output then carries the
+      dense embeddings and backbone features of both branches for a dense loss (``densecl``).
 
     ``encode_image`` / ``encode_image2`` give the normalised head outputs (retrieval between the two
     modalities); ``features`` gives the first tower's pooled backbone features, which is what
@@ -64,16 +74,22 @@ class ImageEncoder(PretrainedMixin, nn.Module):
         self.logit_bias = (
             None if cfg.logit_bias_init is None else nn.Parameter(torch.tensor(float(cfg.logit_bias_init)))
         )
+        self.dense_proj = self.dense2_proj = None
+        if cfg.dense:
+            self.dense_proj = projection_head(vision.num_features, cfg.embed_dim, "mocov2")
+            if vision2 is not None:
+                self.dense2_proj = projection_head(vision2.num_features, cfg.embed_dim, "mocov2")
         self.key_encoder = None
         if cfg.momentum is not None:
-            tower, head = self._branch2()
-            self.key_encoder = nn.ModuleDict({"vision": copy.deepcopy(tower), "proj": copy.deepcopy(head)})
+            parts = dict(zip(("vision", "proj", "dense"), self._branch2()))
+            self.key_encoder = nn.ModuleDict({k: copy.deepcopy(m) for k, m in parts.items() if m is not None})
             self.key_encoder.requires_grad_(False)
 
-    def _branch2(self) -> tuple[nn.Module, nn.Module]:
+    def _branch2(self) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+        """(tower, head, dense head) that encode the second images."""
         if self.vision2 is None:
-            return self.vision, self.image_proj
-        return self.vision2, self.image2_proj
+            return self.vision, self.image_proj, self.dense_proj
+        return self.vision2, self.image2_proj, self.dense2_proj
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of the first tower, (B, num_features), not normalised."""
@@ -85,26 +101,41 @@ class ImageEncoder(PretrainedMixin, nn.Module):
 
     def encode_image2(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """The second modality through its own tower (or the shared one)."""
-        tower, head = self._branch2()
+        tower, head, _ = self._branch2()
         x = head(tower(images))
         return F.normalize(x, dim=-1) if normalize else x
 
+    @staticmethod
+    def _dense_branch(tower, head, dense_head, images):
+        """(normalised global embedding, normalised dense embeddings, backbone features per location)."""
+        fmap = tower.forward_map(images)
+        feats, _ = tower.tokens(fmap)
+        return F.normalize(head(tower.pool(fmap)), dim=-1), F.normalize(dense_head(feats), dim=-1), feats
+
     def forward(self, images: torch.Tensor, images2: torch.Tensor) -> ImageEncoderOutput:
+        scale, bias = self.logit_scale.exp(), self.logit_bias
+        if self.dense_proj is not None:
+            z, dense, fmap = self._dense_branch(self.vision, self.image_proj, self.dense_proj, images)
+            with torch.no_grad() if self.key_encoder is not None else nullcontext():
+                enc = self.key_encoder
+                branch2 = self._branch2() if enc is None else (enc["vision"], enc["proj"], enc["dense"])
+                z2, dense2, fmap2 = self._dense_branch(*branch2, images2)
+            return ImageEncoderOutput(z, z2, scale, bias, dense, dense2, fmap, fmap2)
         if self.key_encoder is None:
             embeds2 = self.encode_image2(images2)
         else:
             with torch.no_grad():
                 embeds2 = F.normalize(self.key_encoder["proj"](self.key_encoder["vision"](images2)), dim=-1)
-        return ImageEncoderOutput(self.encode_image(images), embeds2, self.logit_scale.exp(), self.logit_bias)
+        return ImageEncoderOutput(self.encode_image(images), embeds2, scale, bias)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
         """key encoder <- m * key encoder + (1 - m) * second branch (no-op without a key encoder)."""
         if self.key_encoder is None:
             return
-        tower, head = self._branch2()
-        momentum_update(self.key_encoder["vision"], tower, self.cfg.momentum)
-        momentum_update(self.key_encoder["proj"], head, self.cfg.momentum)
+        for key, online in zip(("vision", "proj", "dense"), self._branch2()):
+            if online is not None:
+                momentum_update(self.key_encoder[key], online, self.cfg.momentum)
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:

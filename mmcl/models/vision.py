@@ -67,3 +67,33 @@ class TimmVisionTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk(images)
+
+    def forward_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's unpooled output (timm ``forward_features``); :meth:`pool` of it equals ``forward``."""
+        return self.trunk.forward_features(images)
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, ``num_features``) from :meth:`forward_map`'s output."""
+        return self.trunk.forward_head(feature_map, pre_logits=True)
+
+    def tokens(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Per-location features (B, h * w, C) in row-major order, and the grid (h, w), from a CNN's
+        (B, C, h, w) map (or an NHWC one), or a ViT's tokens without its class/register tokens."""
+        if feature_map.ndim == 4:
+            if getattr(self.trunk, "output_fmt", "NCHW") == "NHWC":
+                feature_map = feature_map.permute(0, 3, 1, 2)
+            b, c, h, w = feature_map.shape
+            return feature_map.flatten(2).transpose(1, 2), (h, w)
+        grid = getattr(getattr(self.trunk, "patch_embed", None), "grid_size", None)
+        if feature_map.ndim != 3 or grid is None:
+            raise ConfigError(
+                f"timm model {type(self.trunk).__name__} gives features of shape {tuple(feature_map.shape)}: "
+                "dense (per-location) features need a CNN feature map or ViT patch tokens"
+            )
+        prefix = getattr(self.trunk, "num_prefix_tokens", 0)
+        return feature_map[:, prefix:], (int(grid[0]), int(grid[1]))
+
+    def dense_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features at every location, (B, C, h, w): what a per-pixel probe reads."""
+        tokens, (h, w) = self.tokens(self.forward_map(images))
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)

@@ -290,7 +290,8 @@ class Trainer:
         towers = f"vision {m.vision.name}" + (f" + vision2 {m.vision2.name}" if m.vision2 else " (shared)")
         second = "paired images" if self.recipe.data.image2_key else "two augmented views"
         momentum = f", momentum key encoder m={m.momentum}" if m.momentum is not None else ""
-        return f"image-image on {second}: {towers}, head {m.head}{momentum}"
+        dense = " + dense head" if m.dense else ""
+        return f"image-image on {second}: {towers}, head {m.head}{dense}{momentum}"
 
     def _summary(self) -> str:
         r, acc = self.recipe, self.accelerator
@@ -340,6 +341,9 @@ class Trainer:
                     bias,
                     labels=batch.get("label"),
                     index=batch["index"],
+                    dense=None
+                    if out.dense is None
+                    else tuple(t.float() for t in (out.dense, out.dense2, out.feature_map, out.feature_map2)),
                 )
             except ValueError as e:
                 raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
@@ -514,6 +518,7 @@ class Trainer:
                     if "train/mfu" in speed:
                         postfix["mfu"] = f"{speed['train/mfu']:.1%}"
                     bar.set_postfix(**postfix)
+                    stats = getattr(self.loss_fn, "stats_group", "negatives")
                     acc.log(
                         {
                             "train/loss": loss,
@@ -521,8 +526,9 @@ class Trainer:
                             "train/logit_scale": self.unwrapped.logit_scale.exp().item(),
                             **speed,
                             "train/epoch": self.epoch,
-                            # cluster health of cluster-guided losses (e.g. image-caption agreement)
-                            **{f"negatives/{k}": v for k, v in getattr(self.loss_fn, "last_stats", {}).items()},
+                            # cluster health of cluster-guided losses (e.g. image-caption agreement),
+                            # DenseCL's two terms
+                            **{f"{stats}/{k}": v for k, v in getattr(self.loss_fn, "last_stats", {}).items()},
                             **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },
                         step=self.step,

@@ -53,3 +53,25 @@ def test_written_corpus(tmp_path):
     assert "{}" in (root / "templates.txt").read_text()
     assert corpus_is_current(cfg)
     assert not corpus_is_current(SyntheticConfig(root=cfg.root, n_train=11, n_test=5, n_novel=4, image_size=24))
+
+
+def test_masks_label_exactly_the_drawn_objects(tmp_path):
+    import numpy as np
+
+    cfg = SyntheticConfig(root=str(tmp_path), n_train=6, n_test=2, n_novel=2, image_size=48, masks=True)
+    names = class_names()
+    for i in range(6):
+        img, scene = generate_scene(cfg.seed, "train", i, cfg)
+        mask, same = generate_scene(cfg.seed, "train", i, cfg, mask=True)
+        assert same == scene and mask.mode == "L"
+        m, rgb = np.asarray(mask), np.asarray(img).astype(int)
+        drawn = {1 + names.index(f"{o['colour']} {o['shape']}") for o in scene.objects}
+        assert set(np.unique(m)) - {0} <= drawn and set(np.unique(m)) & drawn  # a later object may cover one
+        background = rgb[m == 0]
+        assert (background.max(axis=1) - background.min(axis=1)).max() == 0  # grey background only
+        assert (m > 0).mean() > 0.01
+    make_corpus(cfg, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "train.csv")))
+    assert (tmp_path / rows[0]["mask"]).is_file()
+    # corpora written without the option keep their manifest (and are not regenerated)
+    assert corpus_is_current(cfg) and not corpus_is_current(SyntheticConfig(**{**cfg.__dict__, "masks": False}))

@@ -110,3 +110,21 @@ def test_paired_images_in_webdataset_shards(tiny_corpus, tmp_path):
     assert sum(b["size"] for b in batches) == 7
     assert sum(b["skipped"].get("missing_image", 0) for b in batches) == 1
     assert batches[0]["images2"].shape == (4, 3, 16, 16)
+
+
+def test_simclr_preset_takes_the_crop_interpolation_and_ratio_from_the_recipe():
+    from torchvision import transforms as T
+
+    from mmcl.data.transforms import image_transforms
+
+    data_config = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0,) * 3, "std": (1,) * 3}
+
+    def crop(augment):
+        train, _ = image_transforms(data_config, augment)
+        return next(t for t in train.transforms if isinstance(t, T.RandomResizedCrop))
+
+    default = crop(AugmentConfig(preset="simclr"))
+    assert default.interpolation == T.InterpolationMode.BICUBIC  # the tower's own
+    assert default.ratio == (3 / 4, 4 / 3)  # torchvision's and the paper's
+    chosen = crop(AugmentConfig(preset="simclr", interpolation="bilinear", ratio=[1.0, 1.0]))
+    assert chosen.interpolation == T.InterpolationMode.BILINEAR and chosen.ratio == (1.0, 1.0)

@@ -99,3 +99,29 @@ def test_two_towers_momentum_follows_the_second_tower():
     model.momentum_update()
     for old, new, o in zip(before, model.key_encoder["vision"].parameters(), model.vision2.parameters()):
         torch.testing.assert_close(new, 0.5 * old + 0.5 * o)
+
+
+@pytest.mark.parametrize("vision", [TINY_RESNET, TINY_VIT], ids=["cnn", "vit"])
+def test_dense_head_outputs_per_location_and_its_key_copy_follows_the_ema(vision):
+    model = create_model(config(vision=VisionConfig(**vision), dense=True, momentum=0.5, head="mocov2"))
+    x = images()
+    with torch.no_grad():  # the pooled path of the dense forward equals the plain tower
+        fmap = model.vision.forward_map(x)
+        torch.testing.assert_close(model.vision.pool(fmap), model.vision(x))
+    out = model(x, images(seed=1))
+    grid = model.vision.dense_features(x).shape[2:]
+    s = grid[0] * grid[1]
+    assert out.dense.shape == out.dense2.shape == (4, s, 8)
+    assert out.feature_map.shape == (4, s, model.vision.num_features)
+    torch.testing.assert_close(out.dense.norm(dim=-1), torch.ones(4, s))
+    assert not out.dense2.requires_grad and out.dense.requires_grad
+    (out.embeds.sum() + out.dense.sum()).backward()
+    assert all(g is not None for g in grads(model.dense_proj))
+    assert not any(p.grad is not None for p in model.key_encoder.parameters())
+    before = [p.clone() for p in model.key_encoder["dense"].parameters()]
+    with torch.no_grad():
+        for p in model.dense_proj.parameters():
+            p.add_(1.0)
+    model.momentum_update()
+    for b, k, o in zip(before, model.key_encoder["dense"].parameters(), model.dense_proj.parameters()):
+        torch.testing.assert_close(k, 0.5 * b + 0.5 * o)

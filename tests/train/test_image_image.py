@@ -1,6 +1,7 @@
-"""Image-image training end to end (model.kind: image_image): SimCLR/MoCo/SupCon on two views,
-paired modalities with two towers, exact resume with the MoCo queue and key encoder, SupCon labels
-from an image folder, config errors, and 2-process runs equal to one process (ntxent, moco)."""
+"""Image-image training end to end (model.kind: image_image): SimCLR/MoCo/SupCon/DenseCL on two
+views, paired modalities with two towers, exact resume with the MoCo and DenseCL queues and key
+encoder, the dense probe and fine-tuning evaluations, SupCon labels from an image folder, config
+errors, and 2-process runs equal to one process (ntxent, moco, densecl)."""
 
 import csv
 import json
@@ -28,6 +29,12 @@ def losses(run):
 def moco(data, queue=16, momentum=0.9):
     data["loss"] = {"name": "moco", "kwargs": {"queue_size": queue}}
     data["model"].update(head="mocov2", momentum=momentum)
+    return data
+
+
+def densecl(data, queue=32, momentum=0.9, warmup=2):
+    data["loss"] = {"name": "densecl", "kwargs": {"queue_size": queue, "warmup_steps": warmup}}
+    data["model"].update(head="mlp", momentum=momentum, dense=True)
     return data
 
 
@@ -77,6 +84,50 @@ def test_moco_stop_and_resume_equals_a_straight_run(ssl_corpus, tmp_path):
     torch.testing.assert_close(qb["queue"], qa["queue"], rtol=1e-5, atol=1e-6)
     assert int(qb["queue_ptr"]) == int(qa["queue_ptr"])
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "resumed")), torch.tensor(losses(tmp_path / "straight")))
+
+
+def test_densecl_resumes_exactly_and_probes_per_pixel_and_by_fine_tuning(ssl_corpus, tmp_path):
+    """Both queues, the warm-up count and the dense head's key copy come back exactly on resume;
+    the dense probe and the fine-tuning comparison run on the trained tower."""
+    runs = {}
+    for name, legs in {"straight": [{}], "resumed": [{"stop_at_step": 3}, {"resume": "latest"}]}.items():
+        for leg in legs:
+            data = densecl(ssl_recipe_dict(ssl_corpus, tmp_path / name, steps=6, checkpoint_every=100, **leg))
+            data["eval"]["datasets"][0].update(
+                tasks=["dense_probe", "finetune"],
+                mask_key="mask",
+                dense_probe_epochs=2,
+                finetune_fractions=[0.25, 1.0],
+                finetune_epochs=2,
+            )
+            if name == "resumed":
+                data["eval"]["datasets"] = []
+                mmcl.Trainer(recipe_from_dict(data)).fit()
+            else:
+                records = mmcl.Trainer(recipe_from_dict(data)).fit()
+        runs[name] = latest_checkpoint(tmp_path / name)
+    a, b = load_file(str(runs["straight"] / "model.safetensors")), load_file(str(runs["resumed"] / "model.safetensors"))
+    assert any(k.startswith("key_encoder.dense.") for k in a) and any(k.startswith("dense_proj.") for k in a)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    sa = torch.load(runs["straight"] / "state.pt", weights_only=True)["loss"]
+    sb = torch.load(runs["resumed"] / "state.pt", weights_only=True)["loss"]
+    assert int(sa["calls"]) == int(sb["calls"]) == 6
+    for queue in ("global_term.queue", "dense_keys.queue"):
+        torch.testing.assert_close(sb[queue], sa[queue], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "resumed")), torch.tensor(losses(tmp_path / "straight")))
+    metrics = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["loss/w"] for m in metrics if "loss/w" in m] == [0.0, 0.0, 0.5, 0.5, 0.5, 0.5]  # 2 warm-up steps
+
+    dense, finetune = (r["metrics"] for r in records)
+    assert dense["feature_grid"] == [4, 4] and dense["num_test"] == 16 and 0 <= dense["mean_iou"] <= 1
+    assert dense["num_classes_present"] >= 2  # background + the test objects' classes
+    for frac in ("25%", "100%"):
+        for arm in ("pretrained", "scratch"):
+            assert 0 <= finetune[f"{frac}/{arm}_acc1"] <= 1
+        gain = finetune[f"{frac}/pretrained_acc1"] - finetune[f"{frac}/scratch_acc1"]
+        assert finetune[f"{frac}/gain_acc1"] == pytest.approx(gain)
+    assert finetune["100%/num_train"] == 32 and finetune["num_test"] == 16
 
 
 def test_supcon_reads_the_labels_of_an_image_folder(ssl_corpus, tmp_path):
@@ -132,7 +183,7 @@ def test_paired_modalities_with_two_towers_train_and_retrieve(ssl_corpus, tmp_pa
     "change, message",
     [
         (lambda d: d["loss"].update(name="moco"), "moco .* together with model.momentum"),
-        (lambda d: d["model"].update(momentum=0.99), "only loss.name: moco uses"),
+        (lambda d: d["model"].update(momentum=0.99), "only loss.name: moco or densecl uses"),
         (lambda d: d["eval"]["datasets"][0].update(tasks=["zeroshot"]), "need a text tower.*knn, linear_probe"),
         (lambda d: d["eval"]["datasets"][0].update(tasks=["image_retrieval"]), "needs image2_key"),
         (lambda d: d["train"].update(accumulation_steps=2), "image_image needs 1"),
@@ -140,6 +191,11 @@ def test_paired_modalities_with_two_towers_train_and_retrieve(ssl_corpus, tmp_pa
         (lambda d: d["data"]["augment"].update(grayscale=1.5), "grayscale is a probability"),
         (lambda d: d["model"].update(kind="image_text", momentum=0.9), "needs model.kind: image_image"),
         (lambda d: d["model"].update(head="byol"), "valid choices: linear, mlp, simclr, mocov2"),
+        (lambda d: (d["loss"].update(name="densecl"), d["model"].update(momentum=0.9)), "set model.dense: true"),
+        (lambda d: moco(d)["model"].update(dense=True), "only loss.name: densecl trains"),
+        (lambda d: d["model"].update(kind="image_text", dense=True), "model.dense .*needs model.kind: image_image"),
+        (lambda d: d["eval"]["datasets"][0].update(tasks=["dense_probe"]), "needs mask_key"),
+        (lambda d: d["eval"]["datasets"][0].update(finetune_fractions=[0.0]), r"fractions in \(0, 1\]"),
     ],
 )
 def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
@@ -149,7 +205,7 @@ def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
         recipe_from_dict(data)
 
 
-@pytest.mark.parametrize("loss", ["ntxent", "moco"])
+@pytest.mark.parametrize("loss", ["ntxent", "moco", "densecl"])
 def test_two_processes_match_one_process_with_the_whole_batch(ssl_corpus, tmp_path, loss):
     """Per-item seeded views, a LayerNorm tower and a BN-free head: 2 x 4 must equal 1 x 8."""
     for name, batch in (("one", 8), ("two", 4)):
@@ -159,6 +215,8 @@ def test_two_processes_match_one_process_with_the_whole_batch(ssl_corpus, tmp_pa
         if loss == "moco":
             moco(data, queue=32)
             data["model"]["head"] = "mlp"
+        if loss == "densecl":
+            densecl(data, warmup=2)  # 4 steps with the dense term on, the queues used from step 2
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
     run_one_and_two_processes(tmp_path)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")

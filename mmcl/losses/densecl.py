@@ -1,0 +1,118 @@
+"""DenseCL: MoCo v2 plus a contrastive loss at every location of the backbone's feature map
+(Wang et al. 2021, "Dense Contrastive Learning for Self-Supervised Visual Pre-Training")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_positive, check_rank_world, check_two_views
+from ._distributed import batch_sizes, dist_info, gather_no_grad
+from .base import register_loss
+from .moco import MoCoLoss
+
+
+def match_locations(query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Tensor:
+    """For every query location, the key location whose backbone feature is most similar (cosine).
+
+    Shape: query_map (B, S, C), key_map (B, S', C) -> indices (B, S) into the key locations.
+    """
+    sim = F.normalize(query_map, dim=-1) @ F.normalize(key_map, dim=-1).transpose(1, 2)
+    return sim.argmax(dim=2)
+
+
+@register_loss("densecl")
+class DenseCLLoss(nn.Module):
+    """loss = (1 - w) * L_global + w * L_dense, with w = 0 for the first ``warmup_steps`` calls.
+
+    - L_global: MoCo v2 on the pooled embeddings (queries vs momentum keys and a queue of past keys).
+    - L_dense: every query location i has as its positive the dense key vector at the key location
+      whose *backbone* feature is most similar to location i's (:func:`match_locations`; the two
+      views are different crops, so geometry alone cannot say which cells correspond), and as
+      negatives a second queue holding the *pooled* dense key vector of past images. Cross-entropy
+      over [positive, queue] / temperature, averaged over all query locations.
+
+    The warm-up (DenseCL trains the global loss alone first) matters because the matching reads
+    backbone features, which say nothing at random init. It counts calls of this loss, which are
+    kept with both queues in ``state_dict()`` and so in every checkpoint.
+
+    Under data parallelism both queues receive the keys of the whole global batch in rank order and
+    each rank's dense term is weighted by its share of the global batch, as in :class:`MoCoLoss`, so
+    the result equals one process with the whole batch.
+
+    Args:
+        queue_size: keys per queue (65536 in the paper).
+        temperature: 0.2 for both terms.
+        dense_weight: w, the paper's lambda (0.5); 0 gives MoCo v2 on the same model.
+        warmup_steps: calls with w = 0 before the dense term switches on.
+
+    Shape (called by the trainer for a model with ``model.dense: true``):
+        query, key (B, D); dense_query, dense_key (B, S, D) dense-head outputs;
+        query_map, key_map (B, S, C) backbone features of the query view and of the key encoder.
+    """
+
+    pairing = "dense"
+    stats_group = "loss"  # the trainer logs last_stats as loss/global_loss, loss/dense_loss, loss/w
+
+    def __init__(
+        self,
+        queue_size: int = 65536,
+        temperature: float = 0.2,
+        dense_weight: float = 0.5,
+        warmup_steps: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        super().__init__()
+        check_positive("temperature", temperature)
+        check_rank_world(rank, world_size)
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps}")
+        self.temperature, self.dense_weight, self.warmup_steps = temperature, dense_weight, warmup_steps
+        self._rank, self._world_size = rank, world_size
+        self.global_term = MoCoLoss(queue_size, temperature, True, rank, world_size)
+        self.dense_keys = MoCoLoss(queue_size, temperature, True, rank, world_size)  # only its queue is used
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.last_stats: dict[str, float] = {}
+
+    def current_weight(self) -> float:
+        """w for the next call."""
+        return 0.0 if int(self.calls) < self.warmup_steps else self.dense_weight
+
+    def dense_loss(self, dense_query, dense_key, query_map, key_map) -> torch.Tensor:
+        """L_dense of this rank's locations (before the global-batch weighting); enqueues the
+        pooled dense keys of the global batch."""
+        b, s, _ = dense_query.shape
+        if dense_key.shape[0] != b or query_map.shape[:2] != (b, s) or key_map.shape[:2] != dense_key.shape[:2]:
+            raise ValueError(
+                "expected dense_query (B, S, D), dense_key (B, S', D), query_map (B, S, C), key_map (B, S', C); got "
+                + ", ".join(str(tuple(t.shape)) for t in (dense_query, dense_key, query_map, key_map))
+            )
+        dtype = torch.promote_types(dense_query.dtype, torch.float32)
+        q = F.normalize(dense_query.to(dtype), dim=-1)
+        k = F.normalize(dense_key.detach().to(dtype), dim=-1)
+        idx = match_locations(query_map.detach().to(dtype), key_map.detach().to(dtype))
+        positives = torch.gather(k, 1, idx.unsqueeze(-1).expand(-1, -1, k.shape[2]))
+        logits = [(q * positives).sum(dim=-1, keepdim=True)]
+        if int(self.dense_keys.queue_len) > 0:
+            logits.append(q @ self.dense_keys.negatives().to(dtype, copy=True).T)
+        logits = torch.cat(logits, dim=-1).flatten(0, 1) / self.temperature
+        loss = F.cross_entropy(logits, torch.zeros(b * s, dtype=torch.long, device=q.device))
+        _, world = dist_info(self._rank, self._world_size)
+        sizes = batch_sizes(b, world, q.device)
+        pooled = F.normalize(dense_key.detach().to(dtype).mean(dim=1), dim=-1)
+        self.dense_keys.enqueue(gather_no_grad(pooled, sizes))
+        return loss * (len(sizes) * b / sum(sizes))
+
+    def forward(self, query, key, dense_query, dense_key, query_map, key_map) -> torch.Tensor:
+        check_two_views(query, key)
+        w = self.current_weight()
+        self.calls += 1
+        global_loss = self.global_term(query, key)
+        dense = self.dense_loss(dense_query, dense_key, query_map, key_map)
+        self.last_stats = {"global_loss": float(global_loss.detach()), "dense_loss": float(dense.detach()), "w": w}
+        # the dense term stays in the graph during the warm-up, so every parameter gets a gradient
+        return (1.0 - w) * global_loss + w * dense

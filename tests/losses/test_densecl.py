@@ -1,0 +1,115 @@
+"""DenseCL: the location matching, the dense term against a hand-written reference, the warm-up,
+MoCo v2 as the special case dense_weight=0, and both queues (and the call count) checkpointed."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmcl.losses import DenseCLLoss, MoCoLoss, create_loss
+from mmcl.losses.densecl import match_locations
+
+
+def rand(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def inputs(b=3, s=4, d=5, c=6, seed=0):
+    return (
+        rand(b, d, seed=seed).requires_grad_(),
+        rand(b, d, seed=seed + 1),
+        rand(b, s, d, seed=seed + 2).requires_grad_(),
+        rand(b, s, d, seed=seed + 3),
+        rand(b, s, c, seed=seed + 4),
+        rand(b, s, c, seed=seed + 5),
+    )
+
+
+def test_match_locations_picks_the_most_similar_key_cell():
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    k = torch.tensor([[[0.0, 3.0], [5.0, 0.1], [1.0, 0.9]]])  # cosine, not dot product: scale is ignored
+    assert match_locations(q, k).tolist() == [[1, 0, 2]]
+
+
+def test_dense_term_matches_handwritten_reference():
+    loss_fn = DenseCLLoss(queue_size=16, temperature=0.2, dense_weight=1.0)
+    queue = F.normalize(rand(7, 5, seed=9), dim=-1)
+    loss_fn.dense_keys.enqueue(queue)
+    q, k, qd, kd, qm, km = inputs()
+    loss = loss_fn(q, k, qd, kd, qm, km)
+    qdn, kdn = F.normalize(qd, dim=-1), F.normalize(kd, dim=-1)
+    total, n = 0, 0
+    for b in range(3):
+        for i in range(4):
+            sims = [F.cosine_similarity(qm[b, i], km[b, j], dim=0) for j in range(4)]
+            j = int(torch.stack(sims).argmax())
+            logits = torch.cat([(qdn[b, i] @ kdn[b, j]).view(1), queue @ qdn[b, i]]) / 0.2
+            total, n = total - torch.log_softmax(logits, 0)[0], n + 1
+    ref = total / n
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    g_ours = torch.autograd.grad(loss, qd, retain_graph=True)[0]
+    torch.testing.assert_close(g_ours, torch.autograd.grad(ref, qd)[0], rtol=1e-10, atol=1e-12)
+    # the pooled dense keys of the batch went into the dense queue, after the loss
+    assert int(loss_fn.dense_keys.queue_len) == 10
+    torch.testing.assert_close(loss_fn.dense_keys.queue[7:10], F.normalize(kd.mean(1), dim=-1))
+
+
+def test_warm_up_then_mix_and_weight_zero_is_moco():
+    dense = DenseCLLoss(queue_size=32, dense_weight=0.3, warmup_steps=2)
+    moco = MoCoLoss(queue_size=32)
+    weights = []
+    for step in range(4):
+        x = inputs(seed=10 * step)
+        weights.append(dense.current_weight())
+        got = dense(*x)
+        g = moco(x[0], x[1])
+        if step < 2:
+            torch.testing.assert_close(got, g)  # the warm-up trains the global (MoCo v2) term alone
+        else:
+            assert not torch.allclose(got, g)
+            stats = dense.last_stats
+            torch.testing.assert_close(got.item(), 0.7 * stats["global_loss"] + 0.3 * stats["dense_loss"])
+    assert weights == [0.0, 0.0, 0.3, 0.3]
+    off = DenseCLLoss(queue_size=32, dense_weight=0.0)
+    reference = MoCoLoss(queue_size=32)
+    for step in range(2):
+        x = inputs(seed=step)
+        torch.testing.assert_close(off(*x), reference(x[0], x[1]))
+
+
+def test_dense_query_gets_gradient_even_during_warm_up():
+    """The dense head stays in the graph (zero gradient in the warm-up), as DDP needs."""
+    loss_fn = DenseCLLoss(queue_size=8, warmup_steps=5)
+    x = inputs()
+    loss_fn(*x).backward()
+    assert x[2].grad is not None and torch.count_nonzero(x[2].grad) == 0
+    assert x[0].grad is not None
+
+
+def test_state_dict_restores_both_queues_and_the_call_count():
+    a = create_loss("densecl", queue_size=8, warmup_steps=3)
+    for step in range(4):
+        a(*inputs(seed=step))
+    b = create_loss("densecl", queue_size=8, warmup_steps=3)
+    b.load_state_dict(a.state_dict())
+    assert int(b.calls) == 4 and b.current_weight() == 0.5
+    x = inputs(seed=99)
+    torch.testing.assert_close(b(*x), a(*x))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dense_weight": 1.5}, "dense_weight must be in"),
+        ({"warmup_steps": -1}, "warmup_steps must be"),
+        ({"temperature": 0}, "temperature must be > 0"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DenseCLLoss(**kwargs)
+
+
+def test_shape_mismatch_is_a_clear_error():
+    q, k, qd, kd, qm, km = inputs()
+    with pytest.raises(ValueError, match="expected dense_query"):
+        DenseCLLoss()(q, k, qd, kd, qm[:, :2], km)
