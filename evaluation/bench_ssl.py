@@ -50,11 +50,11 @@ SKIP_STEPS = 10  # steps left out of the speed: start-up, first batches, mmcl's 
 ARMS = ("mmcl", "lightly", "random")
 
 
-def load_recipe(steps: int, seed: int, output_dir: str = "runs/ssl-bench"):
+def load_recipe(steps: int, seed: int, output_dir: str = "runs/ssl-bench", extra: list[str] | None = None):
     import mmcl
 
     overrides = [f"train.steps={steps}", f"train.seed={seed}", f"train.output_dir={output_dir}"]
-    overrides += ["train.progress=false", f"train.checkpoint_every={steps}", "eval.datasets=[]"]
+    overrides += ["train.progress=false", f"train.checkpoint_every={steps}", "eval.datasets=[]", *(extra or [])]
     return mmcl.load_recipe(ROOT / RECIPE, overrides)
 
 
@@ -206,11 +206,11 @@ def random_init(recipe, seed: int) -> tuple[Callable, dict, None]:
     return backbone.eval(), data_config, None
 
 
-def child(arm: str, steps: int, seed: int, out: Path) -> None:
+def child(arm: str, steps: int, seed: int, out: Path, overrides: list[str]) -> None:
     import torch
 
     with tempfile.TemporaryDirectory(prefix=f"bench-ssl-{arm}-") as tmp:
-        recipe = load_recipe(steps, seed, tmp)
+        recipe = load_recipe(steps, seed, tmp, overrides if arm == "mmcl" else None)
         train = {"mmcl": train_mmcl, "lightly": train_lightly, "random": random_init}[arm]
         encode, data_config, speed = train(recipe, seed)
         peak_train = rss_mib()
@@ -221,10 +221,11 @@ def child(arm: str, steps: int, seed: int, out: Path) -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def run_arm(arm: str, steps: int, seed: int) -> dict:
+def run_arm(arm: str, steps: int, seed: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--arm", arm, "--steps", str(steps), "--seed", str(seed), "--out", str(out)]
+        cmd += [f"--mmcl-override={o}" for o in overrides]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if res.returncode != 0:
             raise RuntimeError(f"arm {arm} (seed {seed}) failed:\n{res.stderr[-3000:]}")
@@ -285,6 +286,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "ssl"), help="results path, no suffix")
+    p.add_argument(
+        "--mmcl-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for the mmcl arm only, e.g. data.augment.interpolation=bilinear (repeatable)",
+    )
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # child mode: one arm, --out is its JSON
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -292,7 +300,7 @@ def main() -> None:
     if args.steps <= SKIP_STEPS:
         p.error(f"--steps must be more than {SKIP_STEPS} (the speed leaves out the first {SKIP_STEPS})")
     if args.arm:
-        child(args.arm, args.steps, args.seed, Path(args.out))
+        child(args.arm, args.steps, args.seed, Path(args.out), args.mmcl_override)
         return
 
     import torch
@@ -311,7 +319,7 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for arm in args.arms:
-            results.append(run_arm(arm, args.steps, seed))
+            results.append(run_arm(arm, args.steps, seed, args.mmcl_override))
             print(f"{arm} seed {seed}: " + json.dumps(results[-1]), file=sys.stderr)
     command = " ".join(["python evaluation/bench_ssl.py", *sys.argv[1:]])
     res = Path(args.out)

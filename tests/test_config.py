@@ -41,7 +41,7 @@ BAD = [
     (lambda d: d["train"].update(precision="fp8"), "valid choices: fp32, bf16, fp16"),
     (
         lambda d: d["loss"].update(name="clip"),
-        "unknown loss 'clip'; valid choices: cluster_infonce, dcl, dclw, hcl, infonce, moco, ntxent, siglip, "
+        "unknown loss 'clip'; valid choices: cluster_infonce, dcl, dclw, densecl, hcl, infonce, moco, ntxent, siglip, "
         "supcon, triplet",
     ),
     (lambda d: d["data"].update(train="nowhere/train.csv"), "data.train: not found: nowhere/train.csv"),

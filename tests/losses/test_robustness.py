@@ -18,6 +18,9 @@ def call(name, a, b, scale):
         return loss_fn(a, b, scale, torch.tensor(-10.0))
     if name == "supcon":
         return loss_fn(a, b, torch.arange(a.shape[0]) % 3)
+    if getattr(LOSSES.get(name), "pairing", "") == "dense":  # 4 locations per image, as DenseCL sees them
+        cells = [t.unsqueeze(1).expand(-1, 4, -1) for t in (a, b)]
+        return loss_fn(a, b, *cells, *cells)
     return loss_fn(a, b)
 
 
