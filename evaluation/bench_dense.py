@@ -93,6 +93,7 @@ def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool) -> d
 
     run_dir = runs / f"{arm}-seed{seed}"
     recipe = recipe_for(arm, seed, run_dir)
+    evals = eval_config(recipe, finetune)
     train_s = None
     if arm == "random":
         mmcl.data.synthetic.ensure_corpus(recipe.data.synthetic, progress=False)
@@ -102,13 +103,13 @@ def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool) -> d
         adapter = MmclAdapter(model, None, eval_tf, torch.device("cpu"), name="random")
     else:
         if retrain or not finished(run_dir, recipe.train.steps):
-            recipe.eval.datasets = []
+            recipe.eval.datasets = []  # evaluated below, with the other arms' evaluators
             start = time.perf_counter()
             mmcl.Trainer(recipe).fit()
             train_s = time.perf_counter() - start
         adapter = MmclAdapter.from_run(run_dir, device="cpu")
     start = time.perf_counter()
-    records = evaluate(adapter, eval_config(recipe, finetune), progress=False)
+    records = evaluate(adapter, evals, progress=False)
     metrics: dict = {}
     for r in records:
         for k, v in r["metrics"].items():
