@@ -149,8 +149,9 @@ def write_report(results: list[dict], args, command: str) -> str:
     for arm in arms:
         t = [r["train_s"] for r in results if r["arm"] == arm and r["train_s"] is not None]
         times.append(f"{statistics.mean(t) / 60:.1f} min" if t else "-")
-    lines.append("| training time | " + " | ".join(times) + " |")
-    lines += ["", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads as set by torch.", ""]
+    if any(t != "-" for t in times):  # runs reused from an earlier invocation were not timed here
+        lines.append("| training time | " + " | ".join(times) + " |")
+    lines += ["", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs.", ""]
     lines += [f"Command: `{command}`", ""]
     return "\n".join(lines)
 
