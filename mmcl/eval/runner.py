@@ -205,18 +205,25 @@ def finetune_task(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress:
     return metrics
 
 
+def _own_data_task(adapter, ds_cfg: EvalDatasetConfig, task: str, batch_size: int, progress: bool):
+    """The metrics of a task that reads its own data (image pairs, masks, labelled images for
+    fine-tuning), or None for a task that scores shared features."""
+    if task == "image_retrieval":
+        return paired_image_retrieval(adapter, ds_cfg, batch_size, progress)
+    if task == "dense_probe":
+        return segmentation_probe(adapter, ds_cfg, batch_size)
+    if task == "finetune":
+        return finetune_task(adapter, ds_cfg, batch_size, progress)
+    return None
+
+
 def _evaluate_images(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool) -> list[dict]:
     """Image-only tasks (kNN, linear probe, image <-> image retrieval, dense probe, fine-tuning): no
     caption is read."""
     records, test, train = [], None, None
     for task in ds_cfg.tasks:
-        if task == "image_retrieval":
-            metrics = paired_image_retrieval(adapter, ds_cfg, batch_size, progress)
-        elif task == "dense_probe":
-            metrics = segmentation_probe(adapter, ds_cfg, batch_size)
-        elif task == "finetune":
-            metrics = finetune_task(adapter, ds_cfg, batch_size, progress)
-        else:
+        metrics = _own_data_task(adapter, ds_cfg, task, batch_size, progress)
+        if metrics is None:  # knn / linear_probe on the dataset's labelled image features
             test = test or _labelled(adapter, ds_cfg, batch_size, progress, train=False)
             train = train or _train_features(adapter, ds_cfg, batch_size, progress)
             metrics = _probe(adapter, ds_cfg, task, train, test[0], test[1])
@@ -236,7 +243,10 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
         img, txt, t2i, labels, keys, skipped = _encode_dataset(adapter, ds_cfg, cfg.batch_size, progress)
         train = None  # encoded once, shared by knn and linear_probe
         for task in ds_cfg.tasks:
-            if task == "zeroshot":
+            own = _own_data_task(adapter, ds_cfg, task, cfg.batch_size, progress)
+            if own is not None:
+                metrics = own
+            elif task == "zeroshot":
                 classifier = zero_shot_classifier(
                     adapter, read_lines(ds_cfg.classnames), read_lines(ds_cfg.templates), cfg.batch_size
                 )
@@ -244,12 +254,6 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
             elif task in ("knn", "linear_probe"):
                 train = train or _train_features(adapter, ds_cfg, cfg.batch_size, progress)
                 metrics = _probe(adapter, ds_cfg, task, train, img, labels)
-            elif task == "image_retrieval":
-                metrics = paired_image_retrieval(adapter, ds_cfg, cfg.batch_size, progress)
-            elif task == "dense_probe":
-                metrics = segmentation_probe(adapter, ds_cfg, cfg.batch_size)
-            elif task == "finetune":
-                metrics = finetune_task(adapter, ds_cfg, cfg.batch_size, progress)
             elif task == "compositional":
                 metrics = evaluate_compositional(
                     adapter, ds_cfg.compositional, batch_size=cfg.batch_size, progress=progress

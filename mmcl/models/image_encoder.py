@@ -114,18 +114,18 @@ class ImageEncoder(PretrainedMixin, nn.Module):
 
     def forward(self, images: torch.Tensor, images2: torch.Tensor) -> ImageEncoderOutput:
         scale, bias = self.logit_scale.exp(), self.logit_bias
+        enc = self.key_encoder  # with a key encoder the second images are keys: no gradient
+        if enc is None:
+            tower2, head2, dense2_head = self._branch2()
+        else:
+            tower2, head2, dense2_head = enc["vision"], enc["proj"], enc["dense"] if "dense" in enc else None
         if self.dense_proj is not None:
             z, dense, fmap = self._dense_branch(self.vision, self.image_proj, self.dense_proj, images)
-            with torch.no_grad() if self.key_encoder is not None else nullcontext():
-                enc = self.key_encoder
-                branch2 = self._branch2() if enc is None else (enc["vision"], enc["proj"], enc["dense"])
-                z2, dense2, fmap2 = self._dense_branch(*branch2, images2)
+            with torch.no_grad() if enc is not None else nullcontext():
+                z2, dense2, fmap2 = self._dense_branch(tower2, head2, dense2_head, images2)
             return ImageEncoderOutput(z, z2, scale, bias, dense, dense2, fmap, fmap2)
-        if self.key_encoder is None:
-            embeds2 = self.encode_image2(images2)
-        else:
-            with torch.no_grad():
-                embeds2 = F.normalize(self.key_encoder["proj"](self.key_encoder["vision"](images2)), dim=-1)
+        with torch.no_grad() if enc is not None else nullcontext():
+            embeds2 = F.normalize(head2(tower2(images2)), dim=-1)
         return ImageEncoderOutput(self.encode_image(images), embeds2, scale, bias)
 
     @torch.no_grad()

@@ -121,10 +121,8 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        if t.channels_last:
-            self.model.vision.to(memory_format=torch.channels_last)
-            if getattr(self.model, "vision2", None) is not None:
-                self.model.vision2.to(memory_format=torch.channels_last)
+        if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
+            self.model.to(memory_format=torch.channels_last)
         if t.sync_bn and acc.num_processes > 1:
             if acc.device.type == "cpu":
                 raise ConfigError(
