@@ -5,15 +5,19 @@ Three models, evaluated alike on the held-out split (zero-shot, retrieval, compo
 - base: the quickstart model (``runs/quickstart``, trained first when missing);
 - control: base fine-tuned with ``recipes/negclip-quickstart.yaml`` but ``data.negatives_key: null``;
 - negclip: base fine-tuned with ``recipes/negclip-quickstart.yaml`` as written.
-Same steps, learning rate, data order and seed for both fine-tunes.
+Same steps, learning rate, data order and seed for both fine-tunes; each seed (``--seeds``) gives
+both fine-tunes another data order and negative draw, and the table reports mean +/- std over seeds.
+A fine-tune whose run folder (``--out``/<arm>-seed<k>) already holds results is scored, not retrained.
 
-    python evaluation/bench_negclip.py            # writes evaluation/results/negclip.{json,md}
+    python evaluation/bench_negclip.py                  # seeds 0 1 2; writes evaluation/results/negclip.{json,md}
+    python evaluation/bench_negclip.py --seeds 0        # one seed, about 7 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -45,10 +49,19 @@ def metrics(results: Path) -> dict:
     return out
 
 
+def cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}%"
+    return f"{100 * statistics.mean(values):.1f}% +/- {100 * statistics.stdev(values):.1f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="runs/quickstart", help="the model to fine-tune (a run folder)")
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/negclip-bench")
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negclip"))
     args = p.parse_args()
@@ -65,41 +78,47 @@ def main() -> None:
     m = json.loads(next((ROOT / comp).glob("*.json")).read_text())["metrics"]
     rows["base"]["comp_acc"] = m["acc"]
     rows["base"].update({f"acc_{k[4:]}": v for k, v in m.items() if k.startswith("acc/")})
-    for arm, extra in (("control", ["data.negatives_key=null"]), ("negclip", [])):
-        out = Path(args.out) / arm
-        mmcl(
-            "train",
-            RECIPE,
-            f"model.init_from={args.base}",
-            f"train.output_dir={out}",
-            f"train.steps={args.steps}",
-            "train.progress=false",
-            *extra,
-        )
-        rows[arm] = metrics(ROOT / out / "results.json")
+    runs = {"base": [rows["base"]], "control": [], "negclip": []}
+    for seed in args.seeds:
+        for arm, extra in (("control", ["data.negatives_key=null"]), ("negclip", [])):
+            out = Path(args.out) / f"{arm}-seed{seed}"
+            if not (ROOT / out / "results.json").is_file():
+                mmcl(
+                    "train",
+                    RECIPE,
+                    f"model.init_from={args.base}",
+                    f"train.output_dir={out}",
+                    f"train.steps={args.steps}",
+                    f"train.seed={seed}",
+                    "train.progress=false",
+                    *extra,
+                )
+            runs[arm].append(metrics(ROOT / out / "results.json"))
+            print(json.dumps({"arm": arm, "seed": seed, **runs[arm][-1]}), flush=True)
     command = " ".join(["python evaluation/bench_negclip.py", *sys.argv[1:]])
     res = Path(args.results)
     res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+    res.with_suffix(".json").write_text(json.dumps({"command": command, "seeds": args.seeds, "runs": runs}, indent=1) + "\n")
     cols = [
         ("zeroshot_acc1", "zero-shot"),
         ("r1_i2t", "R@1 i->t"),
         ("r1_t2i", "R@1 t->i"),
         ("comp_acc", "compositional"),
     ]
-    parts = sorted({k for r in rows.values() for k in r if k.startswith("acc_")})
+    parts = sorted({k for rs in runs.values() for r in rs for k in r if k.startswith("acc_")})
     cols += [(k, k[4:].replace("_", " ")) for k in parts]
     lines = [
         "# NegCLIP-style fine-tuning on the shapes corpus",
         "",
-        f"Base `{args.base}`; fine-tunes: `{RECIPE}`, {args.steps} steps, the control with `data.negatives_key=null`. "
-        f"Held-out split (1,000 pairs). Command: `{command}`.",
+        f"Base `{args.base}` (one model, so no spread); fine-tunes: `{RECIPE}`, {args.steps} steps, seeds "
+        f"{args.seeds} (mean +/- std), the control with `data.negatives_key=null`. Held-out split (1,000 pairs). "
+        f"Command: `{command}`.",
         "",
         "| model | " + " | ".join(c[1] for c in cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    for arm, r in rows.items():
-        lines.append(f"| {arm} | " + " | ".join(f"{100 * r[k]:.1f}%" if k in r else "-" for k, _ in cols) + " |")
+    for arm, rs in runs.items():
+        lines.append(f"| {arm} | " + " | ".join(cell([r[k] for r in rs if k in r]) for k, _ in cols) + " |")
     res.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -282,6 +282,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     ms.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     ms.add_argument("--single-fraction", type=float, default=0.3, help="fraction of one-object scenes (default 0.3)")
+    ms.add_argument(
+        "--short-caption-prob",
+        type=float,
+        default=0.2,
+        help="fraction of short captions ('a red circle'), true of every image of their class (default 0.2)",
+    )
+    ms.add_argument(
+        "--sketch", action="store_true", help="also draw each scene as a line sketch (column sketch): paired images"
+    )
+    ms.add_argument(
+        "--masks",
+        action="store_true",
+        help="also write each scene's segmentation mask (column mask; 0 background, 1 + class): for dense_probe",
+    )
     ms.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     mc = dsub.add_parser(
         "make-compositional",
@@ -562,6 +576,9 @@ def _data(args, parser) -> int:
         n_novel=args.n_novel,
         image_size=args.image_size,
         single_fraction=args.single_fraction,
+        short_caption_prob=args.short_caption_prob,
+        sketch=args.sketch,
+        masks=args.masks,
         seed=args.seed,
     )
     root = make_corpus(cfg)

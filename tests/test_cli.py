@@ -101,3 +101,21 @@ def test_make_synthetic(tmp_path):
         == 0
     )
     assert len((tmp_path / "d" / "train.csv").read_text().splitlines()) == 6
+
+
+def test_make_synthetic_sketch_and_masks(tmp_path):
+    import csv
+
+    from PIL import Image
+
+    out = tmp_path / "d"
+    args = ["data", "make-synthetic", str(out), "--n-train", "4", "--n-test", "2", "--n-novel", "1"]
+    assert main([*args, "--image-size", "24", "--single-fraction", "1", "--sketch", "--masks"]) == 0
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    assert len(rows) == 4 and {"sketch", "mask"} <= set(rows[0])
+    for row in rows:
+        with Image.open(out / row["mask"]) as mask:
+            values = set(mask.getdata())
+        assert mask.mode == "L" and 0 in values and values - {0} == {1 + int(row["label"])}
+        with Image.open(out / row["sketch"]) as sketch:
+            assert sketch.size == (24, 24)

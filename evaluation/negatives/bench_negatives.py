@@ -20,13 +20,15 @@ loss setting, then is scored on the held-out split (1,000 pairs):
   cluster for the mask; p > 0.5 for the calibrated MLP) against the truth above;
 - seconds per training step (from the trainer's own throughput log).
 
-Arms: ``infonce`` (plain), ``mask`` (same-cluster false negatives masked), ``margin`` (masked, plus
-ClusterNS's bidirectional margin), ``hard`` (+log-weight
-on negatives from the nearest clusters), ``calibrated`` (MLP-weighted negatives, learnt from
-cluster agreement), ``calibrated-text`` (the same MLP learnt from near-duplicate captions),
-``mask+calibrated``, ``mask+hard``. HCL is an image-image (two-view) loss in mmcl, so it is not an image-text arm.
+Arms: ``infonce`` (plain), ``hcl`` (Robinson et al.'s hard-negative reweighting, the image and its
+caption as the two views), ``mask`` (same-cluster false negatives masked), ``margin`` (masked, plus
+ClusterNS's bidirectional margin), ``hard`` (+log-weight on negatives from the nearest clusters),
+``calibrated`` (MLP-weighted negatives, learnt from cluster agreement), ``calibrated-text`` (the same
+MLP learnt from near-duplicate captions), ``hard+calibrated-text`` (the two best single policies
+together) and ``sampler`` (cluster-aware batches, no other policy); ``mask+calibrated`` and
+``mask+hard`` on request.
 
-    python evaluation/negatives/bench_negatives.py                        # 6 arms, 3 seeds
+    python evaluation/negatives/bench_negatives.py                        # 9 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
 """
 
