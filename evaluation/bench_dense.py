@@ -16,12 +16,17 @@ Every arm is scored by the same evaluators (``mmcl.eval.evaluate``) on 1,000 uns
   the 10,000 labelled training scenes (stratified, seeded), against the same architecture trained from
   scratch on the same subset (30 epochs, AdamW 1e-3, flip + translation); ``gain`` = pretrained - scratch.
 
+``--label-schemes shape colour`` also fits the per-pixel probe on the same frozen maps with the mask
+classes merged: ``shape`` (background + 4 shapes, colour ignored) or ``colour`` (background + 8
+colours), to tell what the maps localise; reported as ``dense_probe_<scheme>/...``.
+
 Runs are written to ``--runs``/<arm>-seed<k>; an arm whose run folder already holds a finished run of the
 same recipe is evaluated without training again (``--retrain`` forces training).
 
     python evaluation/bench_dense.py                     # seed 0, writes evaluation/results/dense.{json,md}
     python evaluation/bench_dense.py --arms global random densecl   # the slow fine-tuning last
     python evaluation/bench_dense.py --seeds 0 1 --arms densecl global
+    python evaluation/bench_dense.py --finetune-arms --label-schemes shape colour   # finished runs, more probes
 """
 
 from __future__ import annotations
@@ -37,10 +42,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/densecl-quickstart.yaml"
 ARMS = ("densecl", "global", "random")
+N_SHAPES = 4  # mmcl.data.synthetic.SHAPES; a mask value v > 0 is 1 + colour * N_SHAPES + shape
+SCHEMES = {
+    "shape": lambda m: (m - 1) % N_SHAPES + 1,
+    "colour": lambda m: (m - 1) // N_SHAPES + 1,
+}
 HEADLINE = [
     ("dense_probe", "mean_iou", "dense probe mIoU"),
     ("dense_probe", "pixel_acc", "dense probe pixel acc"),
     ("dense_probe", "foreground_iou", "foreground IoU"),
+    ("dense_probe_shape", "mean_iou", "shape-only probe mIoU"),
+    ("dense_probe_colour", "mean_iou", "colour-only probe mIoU"),
     ("linear_probe", "acc1", "linear probe"),
     ("knn", "acc1", "kNN"),
     ("finetune", "1%/pretrained_acc1", "fine-tune 1%"),
@@ -79,12 +91,37 @@ def eval_config(recipe, finetune: bool):
     return EvalConfig(batch_size=recipe.eval.batch_size, datasets=datasets)
 
 
+def scheme_probes(adapter, recipe, schemes: list[str]) -> dict:
+    """The per-pixel probe on the same frozen maps, with the mask classes merged by each scheme."""
+    import torch
+
+    from mmcl.eval.dense_probe import dense_features, dense_probe, load_segmentation
+
+    ds = recipe.eval.datasets[0]
+    tower = adapter.vision_tower().eval()
+    cfg = tower.data_config()
+    splits = []
+    for path, limit in ((ds.train_path, ds.train_max_items), (ds.path, ds.max_items)):
+        images, masks, _ = load_segmentation(
+            path, ds.image_key, ds.mask_key, cfg["input_size"][-1], cfg["mean"], cfg["std"], ds.separator, limit
+        )
+        with torch.no_grad():
+            splits.append((dense_features(tower.dense_features, images), masks))
+    out = {}
+    for name in schemes:
+        merge = SCHEMES[name]
+        train_m, test_m = (torch.where(m > 0, merge(m), m) for _, m in splits)
+        metrics = dense_probe(splits[0][0], train_m, splits[1][0], test_m, epochs=ds.dense_probe_epochs)
+        out.update({f"dense_probe_{name}/{k}": v for k, v in metrics.items() if isinstance(v, float)})
+    return out
+
+
 def finished(run_dir: Path, steps: int) -> bool:
     summary = run_dir / "summary.json"
     return summary.is_file() and json.loads(summary.read_text())["step"] >= steps
 
 
-def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool) -> dict:
+def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool, schemes: list[str]) -> dict:
     import torch
 
     import mmcl
@@ -114,6 +151,11 @@ def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool) -> d
     for r in records:
         for k, v in r["metrics"].items():
             metrics[f"{r['task']}/{k}"] = v
+    metrics.update(scheme_probes(adapter, recipe, schemes))
+    cached = run_dir / "bench-result.json"
+    if train_s is None and cached.is_file():  # the same finished run (or random init), scored before:
+        for k, v in json.loads(cached.read_text())["metrics"].items():  # keep what was not recomputed
+            metrics.setdefault(k, v)
     result = {"arm": arm, "seed": seed, "train_s": train_s, "eval_s": time.perf_counter() - start, "metrics": metrics}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "bench-result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -144,6 +186,8 @@ def write_report(results: list[dict], args, command: str) -> str:
             vals = [r["metrics"].get(f"{task}/{key}") for r in results if r["arm"] == arm]
             vals = [v for v in vals if v is not None]
             cells.append(mean_sd(vals) if vals else "-")
+        if all(c == "-" for c in cells):
+            continue
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     times = []
     for arm in arms:
@@ -169,19 +213,30 @@ def main() -> None:
         default=["densecl"],
         help="arms that also get the fine-tuning comparison (its scratch baseline is the same for every arm)",
     )
+    p.add_argument(
+        "--label-schemes",
+        nargs="*",
+        choices=list(SCHEMES),
+        default=[],
+        help="also probe with the mask classes merged: shape (colour ignored) and/or colour (shape ignored)",
+    )
     p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "dense"), help="results path, no suffix")
     args = p.parse_args()
     os.chdir(ROOT)  # the recipe's corpus paths are relative to the repository
     results = []
     for seed in args.seeds:
         for arm in args.arms:
-            results.append(run_arm(arm, seed, Path(args.runs), args.retrain, arm in args.finetune_arms))
+            results.append(
+                run_arm(arm, seed, Path(args.runs), args.retrain, arm in args.finetune_arms, args.label_schemes)
+            )
             print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
     command = "python evaluation/bench_dense.py --seeds " + " ".join(map(str, args.seeds))
     if tuple(args.arms) != ARMS:
         command += " --arms " + " ".join(args.arms)
     if args.finetune_arms != ["densecl"]:
         command += " --finetune-arms " + " ".join(args.finetune_arms)
+    if args.label_schemes:
+        command += " --label-schemes " + " ".join(args.label_schemes)
     report = write_report(results, args, command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")

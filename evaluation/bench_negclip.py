@@ -98,7 +98,9 @@ def main() -> None:
     command = " ".join(["python evaluation/bench_negclip.py", *sys.argv[1:]])
     res = Path(args.results)
     res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_suffix(".json").write_text(json.dumps({"command": command, "seeds": args.seeds, "runs": runs}, indent=1) + "\n")
+    res.with_suffix(".json").write_text(
+        json.dumps({"command": command, "seeds": args.seeds, "runs": runs}, indent=1) + "\n"
+    )
     cols = [
         ("zeroshot_acc1", "zero-shot"),
         ("r1_i2t", "R@1 i->t"),

@@ -675,7 +675,7 @@ IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval", "dense_probe", "finetun
 
 def _validate_image_image(recipe: Recipe, loss) -> None:
     """What image-image training (``model.kind: image_image``) needs on top of the common checks."""
-    d, m, t = recipe.data, recipe.model, recipe.train
+    d, m = recipe.data, recipe.model
     is_moco = recipe.loss.name in ("moco", "densecl")
     _check(
         is_moco == (m.momentum is not None),
@@ -694,10 +694,6 @@ def _validate_image_image(recipe: Recipe, loss) -> None:
     )
     if m.momentum is not None:
         _check(0 <= m.momentum < 1, f"model.momentum must be in [0, 1), got {m.momentum}")
-    _check(
-        t.accumulation_steps == 1,
-        "train.accumulation_steps > 1 (GradCache) is implemented for image-text models; image_image needs 1",
-    )
     _check(d.negatives_key is None, "data.negatives_key holds hard-negative captions: image-text training only")
     _check(
         d.image2_key is not None or d.augment.enabled,

@@ -10,8 +10,14 @@ For k micro-batches:
 
 The towers receive exactly the large-batch gradient. The logit scale receives its gradient once
 (added on the last micro-batch), not k times. Buffers such as BatchNorm running statistics are
-restored after step 1, so each micro-batch updates them once. Under DDP, gradients are
-synchronised on the last micro-batch only.
+restored after step 1, so each micro-batch updates them once (BatchNorm still normalises each
+micro-batch by its own statistics, so models with BatchNorm get the large batch's negatives but not
+exactly its gradient). Under DDP, gradients are synchronised on the last micro-batch only.
+
+Both model kinds are cached: image-text (image and text embeddings) and image-image (the two
+branches' embeddings; with a dense head also its per-location outputs and backbone features). A
+loss with state (MoCo's queue, DenseCL's step count, cluster banks) is called once per step, on the
+whole batch, as without accumulation.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from contextlib import nullcontext
 
 import torch
 
-from ..losses.base import call_cross_modal
+from ..losses.base import call_cross_modal, call_image_image
+
+IMAGE_TEXT = ("image_embeds", "text_embeds")
+IMAGE_IMAGE = ("embeds", "embeds2", "dense", "dense2", "feature_map", "feature_map2")
 
 
 def _rng_state() -> tuple:
@@ -38,14 +47,50 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _forward(model, b: dict):
+    if "images2" in b:  # image-image: two views or two image modalities
+        return model(b["images"], b["images2"])
+    return model(b["images"], b["input_ids"], b["attention_mask"])
+
+
+def _loss_inputs(out) -> dict[str, torch.Tensor]:
+    """The model outputs the loss reads, by name (scale and bias apart)."""
+    names = IMAGE_IMAGE if hasattr(out, "embeds2") else IMAGE_TEXT
+    return {n: getattr(out, n) for n in names if getattr(out, n) is not None}
+
+
+def _cat(micro_batches: list[dict], key: str) -> torch.Tensor | None:
+    return torch.cat([b[key] for b in micro_batches]) if all(key in b for b in micro_batches) else None
+
+
+def _full_batch_loss(loss_fn, inputs: dict, scale, bias, micro_batches: list[dict]) -> torch.Tensor:
+    if "embeds" not in inputs:
+        return call_cross_modal(loss_fn, inputs["image_embeds"], inputs["text_embeds"], scale, bias)
+    dense = tuple(inputs[n] for n in IMAGE_IMAGE[2:]) if "dense" in inputs else None
+    return call_image_image(
+        loss_fn,
+        inputs["embeds"],
+        inputs["embeds2"],
+        scale,
+        bias,
+        labels=_cat(micro_batches, "label"),
+        index=_cat(micro_batches, "index"),
+        dense=dense,
+    )
+
+
 def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=None) -> torch.Tensor | None:
     """Accumulate the gradient of ``loss_fn`` over the union of ``micro_batches`` into ``model``.
 
     Args:
-        model: the (possibly DDP-wrapped) dual encoder; ``model(images, input_ids, attention_mask)``
-            returns a DualEncoderOutput.
-        loss_fn: a cross-modal loss ``(image_features, text_features, logit_scale, logit_bias)``.
-        micro_batches: dicts with ``images``, ``input_ids``, ``attention_mask`` on the model's device.
+        model: the (possibly DDP-wrapped) model: a dual encoder (``model(images, input_ids,
+            attention_mask)`` returns a DualEncoderOutput) or an image encoder (``model(images,
+            images2)`` returns an ImageEncoderOutput).
+        loss_fn: any registered loss, called as the trainer calls it (``call_cross_modal`` or
+            ``call_image_image``).
+        micro_batches: dicts on the model's device with ``images`` and either ``input_ids`` and
+            ``attention_mask`` or ``images2`` (image-image; ``label`` and ``index`` when present are
+            passed on, as SupCon needs).
         accelerator: an Accelerator (for autocast, backward and no_sync), or None for plain torch.
 
     Returns:
@@ -55,34 +100,34 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
     inner = accelerator.unwrap_model(model) if accelerator is not None else model
     buffers = {name: buf.clone() for name, buf in inner.named_buffers()}
 
-    states, images, texts = [], [], []
+    states, cached = [], []
     with torch.no_grad():
         for b in micro_batches:
             states.append(_rng_state())
             with autocast():
-                out = model(b["images"], b["input_ids"], b["attention_mask"])
-            images.append(_at_least_fp32(out.image_embeds))
-            texts.append(_at_least_fp32(out.text_embeds))
+                out = _forward(model, b)
+            cached.append({n: _at_least_fp32(t) for n, t in _loss_inputs(out).items()})
     with torch.no_grad():  # undo the running-statistics updates of the caching pass
         for name, buf in inner.named_buffers():
             buf.copy_(buffers[name])
     after_caching = _rng_state()
 
-    img = torch.cat(images).requires_grad_()
-    txt = torch.cat(texts).requires_grad_()
+    inputs = {n: torch.cat([c[n] for c in cached]).requires_grad_() for n in cached[0]}
     scale = _at_least_fp32(out.logit_scale.detach()).requires_grad_()
     bias = _at_least_fp32(out.logit_bias.detach()).requires_grad_() if out.logit_bias is not None else None
-    loss = call_cross_modal(loss_fn, img, txt, scale, bias)
+    loss = _full_batch_loss(loss_fn, inputs, scale, bias, micro_batches)
     finite = torch.isfinite(loss.detach()).float()
     if accelerator is not None:
         finite = accelerator.reduce(finite, reduction="sum") / accelerator.num_processes
     if finite.item() < 1:
         _set_rng_state(after_caching)
         return None
-    leaves = [img, txt, scale] + ([bias] if bias is not None else [])
-    grads = torch.autograd.grad(loss, leaves)
-    g_img, g_txt, g_scale = grads[:3]
-    g_bias = grads[3] if bias is not None else None
+    names = list(inputs)
+    leaves = [inputs[n] for n in names] + [scale] + ([bias] if bias is not None else [])
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # e.g. MoCo keys: no gradient
+    g_inputs = dict(zip(names, grads[: len(names)]))
+    g_scale = grads[len(names)]
+    g_bias = grads[len(names) + 1] if bias is not None else None
 
     start = 0
     for i, b in enumerate(micro_batches):
@@ -92,11 +137,14 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
         with sync:
             _set_rng_state(states[i])
             with autocast():
-                out = model(b["images"], b["input_ids"], b["attention_mask"])
-            surrogate = (_at_least_fp32(out.image_embeds) * g_img[start : start + n]).sum()
-            surrogate = surrogate + (_at_least_fp32(out.text_embeds) * g_txt[start : start + n]).sum()
+                out = _forward(model, b)
+            surrogate = out.logit_scale.new_zeros((), dtype=torch.float32)
+            for name, t in _loss_inputs(out).items():
+                if g_inputs[name] is not None and t.requires_grad:
+                    surrogate = surrogate + (_at_least_fp32(t) * g_inputs[name][start : start + n]).sum()
             if last:  # the scale/bias gradient, once, through the wrapped forward so DDP averages it
-                surrogate = surrogate + (_at_least_fp32(out.logit_scale) * g_scale).sum()
+                if g_scale is not None:
+                    surrogate = surrogate + (_at_least_fp32(out.logit_scale) * g_scale).sum()
                 if g_bias is not None:
                     surrogate = surrogate + (_at_least_fp32(out.logit_bias) * g_bias).sum()
             if accelerator is not None:

@@ -366,7 +366,10 @@ class Trainer:
                 return None
             acc.backward(loss)
         else:
-            loss = grad_cache_backward(self.model, self.loss_fn, batches, acc)
+            try:
+                loss = grad_cache_backward(self.model, self.loss_fn, batches, acc)
+            except ValueError as e:
+                raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
             if loss is None:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 import mmcl
@@ -117,3 +118,64 @@ def test_accumulated_training_follows_the_large_batch_curve(tiny_corpus, tmp_pat
     assert len(big) == len(acc) == 5
     torch.testing.assert_close(torch.tensor(acc), torch.tensor(big), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(torch.tensor(small), torch.tensor(big), rtol=1e-2)  # the test can fail
+
+
+def make_image_image(head="mlp", momentum=None, vision2=None, dense=False):
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        kind="image_image",
+        vision=VisionConfig(**TINY_VIT),
+        vision2=VisionConfig(**vision2) if vision2 else None,
+        head=head,
+        embed_dim=8,
+        momentum=momentum,
+        dense=dense,
+    )
+    model = mmcl.create_model(cfg).double()
+    g = torch.Generator().manual_seed(1)
+    n = 12
+    batch = {
+        "images": torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64),
+        "images2": torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64),
+        "label": torch.tensor([0, 1, 2, 0, 1, 2, -1, -1, 3, 3, 0, 1]),  # -1: unlabelled (SupCon)
+        "index": torch.arange(n),
+    }
+    return model, batch
+
+
+IMAGE_IMAGE_CASES = {
+    "ntxent": ({}, {}),  # two views through one tower
+    "supcon": ({}, {}),  # labels and sample ids of every micro-batch reach the loss
+    "infonce": ({"vision2": TINY_VIT}, {}),  # two image modalities, two towers, the logit scale learnt
+    "moco": ({"head": "mocov2", "momentum": 0.9}, {"queue_size": 24}),  # key encoder + queue
+    "densecl": ({"head": "mocov2", "momentum": 0.9, "dense": True}, {"queue_size": 24, "warmup_steps": 0}),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGE_IMAGE_CASES))
+def test_image_image_gradients_equal_full_batch_in_fp64(name):
+    from mmcl.losses.base import call_image_image
+
+    model_kw, loss_kw = IMAGE_IMAGE_CASES[name]
+    model, batch = make_image_image(**model_kw)
+    torch.manual_seed(3)
+    ref_fn = mmcl.create_loss(name, **loss_kw).double()
+    loss_fn = mmcl.create_loss(name, **loss_kw).double()
+    loss_fn.load_state_dict(ref_fn.state_dict())  # the same queue
+    out = model(batch["images"], batch["images2"])
+    dense = None if out.dense is None else (out.dense, out.dense2, out.feature_map, out.feature_map2)
+    ref_loss = call_image_image(
+        ref_fn, out.embeds, out.embeds2, out.logit_scale, labels=batch["label"], index=batch["index"], dense=dense
+    )
+    model.zero_grad()
+    ref_loss.backward()
+    ref = grads(model)
+    model.zero_grad()
+    loss = grad_cache_backward(model, loss_fn, split(batch, 3))
+    got = grads(model)
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-12, atol=1e-12)
+    assert got.keys() == ref.keys() and len(got) > 4
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-9, atol=1e-12, msg=key)
+    for key, value in ref_fn.state_dict().items():  # stateful losses saw the whole batch once
+        torch.testing.assert_close(loss_fn.state_dict()[key], value, msg=key)
