@@ -6,17 +6,13 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 # The metrics shown in summary tables, per task (all metrics stay in the JSON).
 HEADLINE = {
     "zeroshot_classification": ["acc1", "acc5", "mean_per_class_recall"],
-    "zeroshot_retrieval": [
-        "image_retrieval_recall@1",
-        "image_retrieval_recall@5",
-        "text_retrieval_recall@1",
-        "text_retrieval_recall@5",
-    ],
+    "zeroshot_retrieval": [],  # every recall@k the evaluation computed, see _headline
     "linear_probe": ["acc1", "acc5", "mean_per_class_recall"],
     "knn": ["acc1", "acc5", "mean_per_class_recall"],
     "compositional": ["acc"],
@@ -76,11 +72,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _headline(record: dict) -> list[str]:
+    """The metric names a summary shows for one record: the task's HEADLINE, for retrieval every
+    recall@k computed (image then text, by k), for other tasks every float metric."""
+    metrics = record["metrics"]
+    if record["task"] == "zeroshot_retrieval":
+        ks = sorted(
+            {int(k.rsplit("@", 1)[1]) for k in metrics if re.fullmatch(r"(image|text)_retrieval_recall@\d+", k)}
+        )
+        return [f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in ks]
+    return HEADLINE.get(record["task"], [k for k, v in metrics.items() if isinstance(v, float)])
+
+
 def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["model", "pretrained", "dataset", "task", "metric", "value"]
     rows = []
     for r in records:
-        for name in HEADLINE.get(r["task"], [k for k, v in r["metrics"].items() if isinstance(v, float)]):
+        for name in _headline(r):
             if name in r["metrics"]:
                 rows.append(
                     [

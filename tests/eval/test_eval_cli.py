@@ -57,6 +57,7 @@ def test_every_task_from_the_cli(run, tiny_corpus, tmp_path, capsys):
     table = capsys.readouterr().out
     for name in ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "knn", "compositional"):
         assert f"| {name} |" in table
+    assert "| text_retrieval_recall@3 |" in table  # every recall@k that was asked for is shown
     assert main(["eval", "summarize", str(tmp_path), "--format", "csv", "--output", str(tmp_path / "s.csv")]) == 0
     assert (tmp_path / "s.csv").read_text().startswith("model,pretrained,dataset,task,metric,value")
 
