@@ -234,7 +234,7 @@ def main() -> None:
     if tuple(args.arms) != ARMS:
         command += " --arms " + " ".join(args.arms)
     if args.finetune_arms != ["densecl"]:
-        command += " --finetune-arms " + " ".join(args.finetune_arms)
+        command += " --finetune-arms" + "".join(f" {a}" for a in args.finetune_arms)
     if args.label_schemes:
         command += " --label-schemes " + " ".join(args.label_schemes)
     report = write_report(results, args, command)
