@@ -42,11 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/densecl-quickstart.yaml"
 ARMS = ("densecl", "global", "random")
-N_SHAPES = 4  # mmcl.data.synthetic.SHAPES; a mask value v > 0 is 1 + colour * N_SHAPES + shape
-SCHEMES = {
-    "shape": lambda m: (m - 1) % N_SHAPES + 1,
-    "colour": lambda m: (m - 1) // N_SHAPES + 1,
-}
+SCHEMES = ("shape", "colour")  # merged mask classes, see scheme_probes
 HEADLINE = [
     ("dense_probe", "mean_iou", "dense probe mIoU"),
     ("dense_probe", "pixel_acc", "dense probe pixel acc"),
@@ -95,23 +91,19 @@ def scheme_probes(adapter, recipe, schemes: list[str]) -> dict:
     """The per-pixel probe on the same frozen maps, with the mask classes merged by each scheme."""
     import torch
 
-    from mmcl.eval.dense_probe import dense_features, dense_probe, load_segmentation
+    from mmcl.data.synthetic import SHAPES
+    from mmcl.eval.dense_probe import dense_probe
+    from mmcl.eval.runner import segmentation_splits
 
     ds = recipe.eval.datasets[0]
-    tower = adapter.vision_tower().eval()
-    cfg = tower.data_config()
-    splits = []
-    for path, limit in ((ds.train_path, ds.train_max_items), (ds.path, ds.max_items)):
-        images, masks, _ = load_segmentation(
-            path, ds.image_key, ds.mask_key, cfg["input_size"][-1], cfg["mean"], cfg["std"], ds.separator, limit
-        )
-        with torch.no_grad():
-            splits.append((dense_features(tower.dense_features, images), masks))
+    with torch.no_grad():
+        splits = segmentation_splits(adapter, ds, recipe.eval.batch_size)
+    n = len(SHAPES)  # a mask value v > 0 is 1 + colour * n + shape
+    merges = {"shape": lambda m: (m - 1) % n + 1, "colour": lambda m: (m - 1) // n + 1}
     out = {}
     for name in schemes:
-        merge = SCHEMES[name]
-        train_m, test_m = (torch.where(m > 0, merge(m), m) for _, m in splits)
-        metrics = dense_probe(splits[0][0], train_m, splits[1][0], test_m, epochs=ds.dense_probe_epochs)
+        train_m, test_m = (torch.where(m > 0, merges[name](m), m) for m in (splits["train"][1], splits["test"][1]))
+        metrics = dense_probe(splits["train"][0], train_m, splits["test"][0], test_m, epochs=ds.dense_probe_epochs)
         out.update({f"dense_probe_{name}/{k}": v for k, v in metrics.items() if isinstance(v, float)})
     return out
 
@@ -216,7 +208,7 @@ def main() -> None:
     p.add_argument(
         "--label-schemes",
         nargs="*",
-        choices=list(SCHEMES),
+        choices=SCHEMES,
         default=[],
         help="also probe with the mask classes merged: shape (colour ignored) and/or colour (shape ignored)",
     )

@@ -72,13 +72,13 @@ def main() -> None:
         mmcl("data", "make-compositional", str(SHAPES / "train.csv"), str(train_items), "--merge")
     if not test_items.is_file():
         mmcl("data", "make-compositional", str(SHAPES / "test.csv"), str(test_items))
-    rows = {"base": metrics(ROOT / args.base / "results.json")}  # the quickstart's own evaluation
+    base = metrics(ROOT / args.base / "results.json")  # the quickstart's own evaluation
     comp = Path(args.out) / "base-compositional"
     mmcl("eval", "compositional", "--model", args.base, "--dataset", str(test_items), "--output", str(comp))
     m = json.loads(next((ROOT / comp).glob("*.json")).read_text())["metrics"]
-    rows["base"]["comp_acc"] = m["acc"]
-    rows["base"].update({f"acc_{k[4:]}": v for k, v in m.items() if k.startswith("acc/")})
-    runs = {"base": [rows["base"]], "control": [], "negclip": []}
+    base["comp_acc"] = m["acc"]
+    base.update({f"acc_{k[4:]}": v for k, v in m.items() if k.startswith("acc/")})
+    runs = {"base": [base], "control": [], "negclip": []}
     for seed in args.seeds:
         for arm, extra in (("control", ["data.negatives_key=null"]), ("negclip", [])):
             out = Path(args.out) / f"{arm}-seed{seed}"

@@ -137,10 +137,10 @@ def paired_image_retrieval(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, 
     return metrics
 
 
-def segmentation_probe(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> dict:
-    """Per-pixel linear probe on the vision tower's feature map (:mod:`mmcl.eval.dense_probe`):
-    trained on ``train_path``'s masks, scored on this dataset's. Images and masks are resized to the
-    tower's input size."""
+def segmentation_splits(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> dict[str, tuple]:
+    """``{"train": (maps, masks, skipped), "test": ...}``: the vision tower's frozen feature maps
+    (N, C, h, w) of ``train_path`` and ``path``, their masks (N, H, W) and skip counts. Images and
+    masks are resized to the tower's input size."""
     tower = adapter.vision_tower()
     data_cfg = tower.data_config()
     size, mean, std = data_cfg["input_size"][-1], data_cfg["mean"], data_cfg["std"]
@@ -154,6 +154,13 @@ def segmentation_probe(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> d
         )
         feats = dense_features(lambda x: tower.dense_features(x.to(adapter.device)), images, batch_size)
         splits[name] = (feats, masks, skipped)
+    return splits
+
+
+def segmentation_probe(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> dict:
+    """Per-pixel linear probe on the vision tower's feature map (:mod:`mmcl.eval.dense_probe`):
+    trained on ``train_path``'s masks, scored on this dataset's (:func:`segmentation_splits`)."""
+    splits = segmentation_splits(adapter, ds_cfg, batch_size)
     metrics = dense_probe(
         *splits["train"][:2], *splits["test"][:2], epochs=ds_cfg.dense_probe_epochs, device=adapter.device
     )

@@ -53,7 +53,7 @@ def _forward(model, b: dict):
     return model(b["images"], b["input_ids"], b["attention_mask"])
 
 
-def _loss_inputs(out) -> dict[str, torch.Tensor]:
+def loss_inputs(out) -> dict[str, torch.Tensor]:
     """The model outputs the loss reads, by name (scale and bias apart)."""
     names = IMAGE_IMAGE if hasattr(out, "embeds2") else IMAGE_TEXT
     return {n: getattr(out, n) for n in names if getattr(out, n) is not None}
@@ -63,7 +63,9 @@ def _cat(micro_batches: list[dict], key: str) -> torch.Tensor | None:
     return torch.cat([b[key] for b in micro_batches]) if all(key in b for b in micro_batches) else None
 
 
-def _full_batch_loss(loss_fn, inputs: dict, scale, bias, micro_batches: list[dict]) -> torch.Tensor:
+def full_batch_loss(loss_fn, inputs: dict, scale, bias, micro_batches: list[dict]) -> torch.Tensor:
+    """The loss of ``inputs`` (:func:`loss_inputs`, concatenated over ``micro_batches``), called as
+    the trainer calls it without accumulation; image-image losses also get the batches' labels and ids."""
     if "embeds" not in inputs:
         return call_cross_modal(loss_fn, inputs["image_embeds"], inputs["text_embeds"], scale, bias)
     dense = tuple(inputs[n] for n in IMAGE_IMAGE[2:]) if "dense" in inputs else None
@@ -106,7 +108,7 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
             states.append(_rng_state())
             with autocast():
                 out = _forward(model, b)
-            cached.append({n: _at_least_fp32(t) for n, t in _loss_inputs(out).items()})
+            cached.append({n: _at_least_fp32(t) for n, t in loss_inputs(out).items()})
     with torch.no_grad():  # undo the running-statistics updates of the caching pass
         for name, buf in inner.named_buffers():
             buf.copy_(buffers[name])
@@ -115,7 +117,7 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
     inputs = {n: torch.cat([c[n] for c in cached]).requires_grad_() for n in cached[0]}
     scale = _at_least_fp32(out.logit_scale.detach()).requires_grad_()
     bias = _at_least_fp32(out.logit_bias.detach()).requires_grad_() if out.logit_bias is not None else None
-    loss = _full_batch_loss(loss_fn, inputs, scale, bias, micro_batches)
+    loss = full_batch_loss(loss_fn, inputs, scale, bias, micro_batches)
     finite = torch.isfinite(loss.detach()).float()
     if accelerator is not None:
         finite = accelerator.reduce(finite, reduction="sum") / accelerator.num_processes
@@ -139,7 +141,7 @@ def grad_cache_backward(model, loss_fn, micro_batches: list[dict], accelerator=N
             with autocast():
                 out = _forward(model, b)
             surrogate = out.logit_scale.new_zeros((), dtype=torch.float32)
-            for name, t in _loss_inputs(out).items():
+            for name, t in loss_inputs(out).items():
                 if g_inputs[name] is not None and t.requires_grad:
                     surrogate = surrogate + (_at_least_fp32(t) * g_inputs[name][start : start + n]).sum()
             if last:  # the scale/bias gradient, once, through the wrapped forward so DDP averages it

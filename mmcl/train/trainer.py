@@ -24,7 +24,7 @@ from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
-from ..losses.base import call_cross_modal, call_image_image, create_loss
+from ..losses.base import call_cross_modal, create_loss
 from ..models import create_model, text_model_config
 from .checkpoint import (
     latest_checkpoint,
@@ -35,7 +35,7 @@ from .checkpoint import (
     set_rng_state,
     write_atomic,
 )
-from .grad_cache import grad_cache_backward
+from .grad_cache import full_batch_loss, grad_cache_backward, loss_inputs
 from .optim import create_optimizer, create_scheduler
 from .run_dir import save_run_metadata
 from .throughput import Throughput
@@ -330,19 +330,9 @@ class Trainer:
                 out = self.model(batch["images"], ids, mask)
         bias = out.logit_bias.float() if out.logit_bias is not None else None
         if self.image_image:
+            inputs = {n: t.float() for n, t in loss_inputs(out).items()}
             try:
-                return call_image_image(
-                    self.loss_fn,
-                    out.embeds.float(),
-                    out.embeds2.float(),
-                    out.logit_scale.float(),
-                    bias,
-                    labels=batch.get("label"),
-                    index=batch["index"],
-                    dense=None
-                    if out.dense is None
-                    else tuple(t.float() for t in (out.dense, out.dense2, out.feature_map, out.feature_map2)),
-                )
+                return full_batch_loss(self.loss_fn, inputs, out.logit_scale.float(), bias, [batch])
             except ValueError as e:
                 raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
         text, extra = out.text_embeds.float(), {}
