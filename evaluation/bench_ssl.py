@@ -10,9 +10,10 @@ Arms, each trained (or not) in its own process, then probed by the same code:
 - random: the same backbone at random init (``torch.manual_seed(seed)``), no training.
 The lightly arm takes every hyper-parameter from the loaded recipe, including mmcl's defaults the recipe
 does not spell out (AdamW betas 0.9/0.98, eps 1e-6, gradient clipping at norm 1.0). Both trained arms start
-from the same weights for a seed (the random arm's); data order and augmentation draws differ. Not
-matched: lightly's crop resamples bilinearly (mmcl's bicubically), and the lightly arm decays every
-parameter (mmcl's AdamW leaves biases and norm weights undecayed).
+from the same weights for a seed (the random arm's); data order and augmentation draws differ. Both
+crops resample bilinearly (the recipe's ``data.augment.interpolation``). Not matched: the lightly arm
+decays every parameter (mmcl's AdamW leaves biases and norm weights undecayed), and the mmcl arm
+runs channels-last (the recipe's ``train.channels_last``), a speed feature of mmcl's trainer.
 
 Probes read the backbone's pooled features (eval transform: resize to 48 px, ImageNet normalisation),
 L2-normalised, of the first 5,000 training rows and the whole test split: ``mmcl.eval.linear_probe`` and
@@ -291,7 +292,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a recipe override for the mmcl arm only, e.g. data.augment.interpolation=bilinear (repeatable)",
+        help="a recipe override for the mmcl arm only, e.g. train.channels_last=false (repeatable)",
     )
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # child mode: one arm, --out is its JSON
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
