@@ -58,10 +58,11 @@ HEADLINE = [
 ]
 
 
-def recipe_for(arm: str, seed: int, run_dir: Path):
+def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = None):
     import mmcl
 
-    overrides = [f"train.seed={seed}", f"train.output_dir={run_dir}", "train.progress=false", f"name=dense-bench-{arm}"]
+    overrides = [*(extra or []), f"train.seed={seed}", f"train.output_dir={run_dir}", "train.progress=false"]
+    overrides.append(f"name=dense-bench-{arm}")
     if arm == "global":
         overrides.append("loss.kwargs.dense_weight=0")
     return mmcl.load_recipe(ROOT / RECIPE, overrides)
@@ -113,7 +114,9 @@ def finished(run_dir: Path, steps: int) -> bool:
     return summary.is_file() and json.loads(summary.read_text())["step"] >= steps
 
 
-def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool, schemes: list[str]) -> dict:
+def run_arm(
+    arm: str, seed: int, runs: Path, retrain: bool, finetune: bool, schemes: list[str], extra: list[str]
+) -> dict:
     import torch
 
     import mmcl
@@ -121,7 +124,7 @@ def run_arm(arm: str, seed: int, runs: Path, retrain: bool, finetune: bool, sche
     from mmcl.eval import MmclAdapter, evaluate
 
     run_dir = runs / f"{arm}-seed{seed}"
-    recipe = recipe_for(arm, seed, run_dir)
+    recipe = recipe_for(arm, seed, run_dir, extra)
     evals = eval_config(recipe, finetune)
     train_s = None
     if arm == "random":
@@ -165,7 +168,8 @@ def write_report(results: list[dict], args, command: str) -> str:
     lines = [
         "# Dense (DenseCL) vs image-level (MoCo v2) contrastive learning, and fine-tuning transfer",
         "",
-        f"`{RECIPE}`, seeds {args.seeds}; 1,000 unseen scenes. global = the same recipe with "
+        f"`{RECIPE}`{' with ' + ', '.join(f'`{o}`' for o in args.override) if args.override else ''}, "
+        f"seeds {args.seeds}; 1,000 unseen scenes. global = the same recipe with "
         "`loss.kwargs.dense_weight=0`. Fine-tune rows: the pretrained tower fine-tuned on 1% / 10% of the "
         "labels; scratch rows: the same architecture from random init on the same subset.",
         "",
@@ -212,6 +216,14 @@ def main() -> None:
         default=[],
         help="also probe with the mask classes merged: shape (colour ignored) and/or colour (shape ignored)",
     )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a recipe override for every arm (repeatable), e.g. data.synthetic.single_fraction=0.0 for "
+        "two-object scenes (with their own data.synthetic.root, data.train and eval.datasets)",
+    )
     p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "dense"), help="results path, no suffix")
     args = p.parse_args()
     os.chdir(ROOT)  # the recipe's corpus paths are relative to the repository
@@ -219,7 +231,15 @@ def main() -> None:
     for seed in args.seeds:
         for arm in args.arms:
             results.append(
-                run_arm(arm, seed, Path(args.runs), args.retrain, arm in args.finetune_arms, args.label_schemes)
+                run_arm(
+                    arm,
+                    seed,
+                    Path(args.runs),
+                    args.retrain,
+                    arm in args.finetune_arms,
+                    args.label_schemes,
+                    args.override,
+                )
             )
             print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
     command = "python evaluation/bench_dense.py --seeds " + " ".join(map(str, args.seeds))
@@ -229,6 +249,11 @@ def main() -> None:
         command += " --finetune-arms" + "".join(f" {a}" for a in args.finetune_arms)
     if args.label_schemes:
         command += " --label-schemes " + " ".join(args.label_schemes)
+    command += "".join(f" --override '{o}'" for o in args.override)
+    if Path(args.runs) != ROOT / "runs" / "dense-bench":
+        command += f" --runs {args.runs}"
+    if Path(args.out) != ROOT / "evaluation" / "results" / "dense":
+        command += f" --out {args.out}"
     report = write_report(results, args, command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -25,10 +25,12 @@ caption as the two views), ``mask`` (same-cluster false negatives masked), ``mar
 ClusterNS's bidirectional margin), ``hard`` (+log-weight on negatives from the nearest clusters),
 ``calibrated`` (MLP-weighted negatives, learnt from cluster agreement), ``calibrated-text`` (the same
 MLP learnt from near-duplicate captions), ``hard+calibrated-text`` (the two best single policies
-together) and ``sampler`` (cluster-aware batches, no other policy); ``mask+calibrated`` and
+together), ``sampler`` (cluster-aware batches, no other policy), ``duplicates`` (pairs whose
+captions are equal after normalisation masked: certain false negatives, no clusters needed) and
+``duplicates-positive`` (those pairs counted as extra positives); ``mask+calibrated`` and
 ``mask+hard`` on request.
 
-    python evaluation/negatives/bench_negatives.py                        # 9 arms, 3 seeds, 400 steps
+    python evaluation/negatives/bench_negatives.py                        # 11 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
 """
 
@@ -91,6 +93,9 @@ ARMS = {
             "calibration": {"signal": "text_similarity"},
         },
     },
+    # certain false negatives: pairs whose captions are equal once normalised (no clusters needed)
+    "duplicates": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "mask"}},
+    "duplicates-positive": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "positive"}},
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "false_negatives": "none"},
@@ -175,14 +180,20 @@ def score(run: Path, arm: str, rows: list[dict], truth: torch.Tensor, fn_rows: l
     loss = ARMS[arm]
     if loss["name"] == "cluster_infonce":
         import mmcl as lib
+        from mmcl.negatives.duplicates import caption_keys
 
         loss_fn = lib.create_loss(loss["name"], **loss["kwargs"])
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         loss_fn.load_state_dict(state["loss"])
+        if loss["kwargs"].get("duplicate_captions", "none") != "none":  # what these arms flag: equal captions
+            keys = caption_keys([r["title"] for r in fn_rows])
+            m["fn_precision"], m["fn_recall"] = detection(keys[:, None] == keys[None, :], fn_truth)
         if loss_fn.centroids.started:
             scores = loss_fn.pair_scores(*encode(adapter, fn_rows))
-            flagged = scores["p_aligned"] > 0.5 if "p_aligned" in scores else scores["same_cluster"]
-            m["fn_precision"], m["fn_recall"] = detection(flagged, fn_truth)
+            if "p_aligned" in scores:
+                m["fn_precision"], m["fn_recall"] = detection(scores["p_aligned"] > 0.5, fn_truth)
+            elif "fn_precision" not in m:
+                m["fn_precision"], m["fn_recall"] = detection(scores["same_cluster"], fn_truth)
             m["same_cluster_precision"], m["same_cluster_recall"] = detection(scores["same_cluster"], fn_truth)
             emb = torch.cat([img, txt])
             m["_clusters"] = loss_fn.centroids.assign(emb).tolist()
@@ -320,6 +331,8 @@ def main() -> None:
             "calibrated-text",
             "hard+calibrated-text",
             "sampler",
+            "duplicates",
+            "duplicates-positive",
         ],
         choices=list(ARMS),
     )

@@ -34,7 +34,18 @@ def main() -> None:
     p.add_argument(
         "--arms",
         nargs="+",
-        default=["infonce", "hcl", "mask", "margin", "hard", "calibrated", "calibrated-text", "hard+calibrated-text"],
+        default=[
+            "infonce",
+            "hcl",
+            "mask",
+            "margin",
+            "hard",
+            "calibrated",
+            "calibrated-text",
+            "hard+calibrated-text",
+            "duplicates",
+            "duplicates-positive",
+        ],
     )
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
     args = p.parse_args()
@@ -59,18 +70,25 @@ def main() -> None:
     batch = next(iter(data.loader))
     images, texts = batch["images"], {k: batch[k] for k in ("input_ids", "attention_mask")}
     opt = create_optimizer(model, recipe.train)
+
+    def keys(loss_fn):  # what the trainer hands a duplicate-masking loss each step
+        if getattr(loss_fn, "duplicate_captions", "none") != "none":
+            loss_fn.batch_caption_keys = batch["caption_key"]
+
     losses = {}
     for arm in args.arms:
         spec = ARMS[arm]
         gate = {"gate": 1.0} if "gate" in spec["kwargs"] else {}  # open at once: time the full policy
         loss_fn = mmcl.create_loss(spec["name"], **{**spec["kwargs"], **gate})
+        losses[arm] = loss_fn
         with torch.no_grad():  # open the gate on this batch's real embeddings
             out = model(images, texts["input_ids"], texts["attention_mask"])
+            keys(loss_fn)
             call_cross_modal(loss_fn, out.image_embeds, out.text_embeds, out.logit_scale)
-        losses[arm] = loss_fn
 
     def step(loss_fn):
         out = model(images, texts["input_ids"], texts["attention_mask"])
+        keys(loss_fn)
         loss = call_cross_modal(loss_fn, out.image_embeds, out.text_embeds, out.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

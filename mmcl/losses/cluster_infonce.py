@@ -16,15 +16,22 @@ Once the centroids have started (warm-up gate), with ``cid(x)`` the cluster of a
 - **Centroid columns** (``centroid_columns=True``): each row also sees, as one extra negative
   column, its second-nearest centroid (detached), scaled like the other logits, plus ``a``
   (ClusterNS's hard negative).
+- **Duplicate captions** (``duplicate_captions="mask"``): a pair whose two captions are the same
+  after normalisation (:mod:`mmcl.negatives.duplicates`) is a certain false negative and is masked
+  in both directions, from the first step (no clusters needed); ``duplicate_captions="positive"``
+  counts such pairs as positives instead: each row's target spreads evenly over its own pair and
+  its duplicates (UniCL's multi-positive target, Yang et al. 2022, with captions as the labels).
+  The trainer hands the loss each batch's caption keys (``batch_caption_keys``).
 - **Calibrated weighting** (``weighting="calibrated"``): each negative's logit gets ``log w_ij``,
   where ``w_ij`` falls with an auxiliary MLP's detached estimate that the pair is actually
   aligned (:mod:`mmcl.negatives.calibration`). The MLP learns from the clusters of both
   modalities or from near-duplicate captions/images, never from the contrastive loss.
 
-With every policy off, or before the gate opens, the loss equals :class:`InfoNCELoss`. The centroids
-are updated after each training-mode call, from the features gathered over all ranks, so every
-rank holds the same centroids. ``last_stats`` reports cluster health: how often an image shares
-a cluster with its own caption, how many pairs were masked, and the number of clusters in use.
+With every policy off, or before the gate opens (and no duplicate captions), the loss equals
+:class:`InfoNCELoss`. The centroids are updated after each training-mode call, from the features
+gathered over all ranks, so every rank holds the same centroids. ``last_stats`` reports cluster
+health: how often an image shares a cluster with its own caption, how many pairs were masked, and
+the number of clusters in use.
 """
 
 from __future__ import annotations
@@ -35,9 +42,18 @@ from torch import nn
 
 from ..negatives.calibration import NegativeCalibrator, pair_features
 from ..negatives.clusters import SharedSpaceCentroids
+from ..negatives.duplicates import duplicate_pairs
 from ._checks import check_rank_world
 from ._distributed import cross_modal_inputs, gather_no_grad, gather_with_grad
 from .base import register_loss
+
+
+def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy against a target spread evenly over the row's positives.
+    Masked (-inf) logits off the positives contribute nothing (no 0 * -inf)."""
+    logp = logits.log_softmax(dim=1)
+    target = positives.to(logits.dtype) / positives.sum(1, keepdim=True)
+    return -torch.where(positives, target * logp, torch.zeros_like(logp)).sum(1).mean()
 
 
 @register_loss("cluster_infonce")
@@ -54,6 +70,9 @@ class ClusterGuidedInfoNCE(nn.Module):
     hard_log_weight: the log-weight added to hard-negative logits (0: off).
     centroid_columns: add each row's second-nearest centroid as an extra negative column.
     weighting: ``"none"`` (default) or ``"calibrated"`` (MLP-weighted negatives).
+    duplicate_captions: ``"none"`` (default), ``"mask"`` (drop the pairs whose captions are
+        duplicates from the denominators) or ``"positive"`` (count them as positives too). Set
+        ``batch_caption_keys`` before each call; the trainer does.
     calibration: options of :class:`~mmcl.negatives.calibration.NegativeCalibrator`
         (``hidden``, ``lr``, ``min_weight``, ``signal``: clusters | text_similarity |
         image_similarity, ``similarity_threshold``).
@@ -82,6 +101,7 @@ class ClusterGuidedInfoNCE(nn.Module):
         recluster_every: int = 100,
         weighting: str = "none",
         calibration: dict | None = None,
+        duplicate_captions: str = "none",
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -92,10 +112,15 @@ class ClusterGuidedInfoNCE(nn.Module):
             raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
         if weighting not in ("none", "calibrated"):
             raise ValueError(f"weighting must be 'none' or 'calibrated', got {weighting!r}")
+        if duplicate_captions not in ("mask", "positive", "none"):
+            raise ValueError(f"duplicate_captions must be 'mask', 'positive' or 'none', got {duplicate_captions!r}")
         check_rank_world(rank, world_size)
         self.calibrator = NegativeCalibrator(**(calibration or {})) if weighting == "calibrated" else None
         self.centroids = SharedSpaceCentroids(k, momentum, gate, mode, bank_size, recluster_every)
         self.batch_ids: torch.Tensor | None = None  # the trainer sets this batch's sample ids (bank)
+        # the trainer sets this batch's caption keys (mmcl.negatives.caption_keys) for duplicate masking
+        self.batch_caption_keys: torch.Tensor | None = None
+        self.duplicate_captions = duplicate_captions
         # per sample id: the cluster of its image at its last visit (-1: not seen since clustering
         # started); data.sampler: clusters orders each epoch by it. Grows with the largest id.
         self.register_buffer("sample_clusters", torch.zeros(0, dtype=torch.long))
@@ -129,6 +154,15 @@ class ClusterGuidedInfoNCE(nn.Module):
         ids = self.batch_ids
         if ids is not None and len(sizes) > 1:
             ids = gather_no_grad(ids.to(img.device), sizes)
+        positives = torch.zeros(n, sum(sizes), dtype=torch.bool, device=img.device)
+        positives[torch.arange(n), labels] = True
+        duplicates = self._duplicates(sizes, offset, n, positives)
+        diagonal = positives
+        if duplicates is not None and self.duplicate_captions == "mask":
+            logits_i = logits_i.masked_fill(duplicates, float("-inf"))
+            logits_t = logits_t.masked_fill(duplicates, float("-inf"))
+        elif duplicates is not None:  # "positive": more positives, which no other policy touches
+            positives = positives | duplicates
         if not self.centroids.started and self.training:
             self.centroids.observe(all_img, all_txt, ids)  # the gate may open on this very batch
             observed = True
@@ -137,8 +171,6 @@ class ClusterGuidedInfoNCE(nn.Module):
         if self.centroids.started:
             c = self.centroids
             ids_img, ids_txt = c.assign(all_img.detach()), c.assign(all_txt.detach())
-            positives = torch.zeros(n, sum(sizes), dtype=torch.bool, device=img.device)
-            positives[torch.arange(n), labels] = True
             use_hard = self.hard_negatives > 0 and self.hard_log_weight != 0
             neighbours = c.neighbours(self.hard_negatives).to(img.device) if use_hard else None
             rows = slice(offset, offset + n)
@@ -156,10 +188,15 @@ class ClusterGuidedInfoNCE(nn.Module):
                 "clusters_used": float(torch.unique(torch.cat([ids_img, ids_txt])).numel()),
                 **self._calibration_stats,
             }
-        loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
+        if duplicates is not None:
+            self.last_stats["duplicate_pairs"] = float(duplicates.sum()) / max(1, n)
+        if positives is diagonal:
+            loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
+        else:
+            loss = (multi_positive_ce(logits_i, positives) + multi_positive_ce(logits_t, positives)) / 2
         margin_term = None
         if self.false_negatives == "margin" and self.centroids.started:
-            margin_term = self._margin(img, txt, all_img, all_txt, ids_img, ids_txt, rows, positives, len(sizes))
+            margin_term = self._margin(img, txt, all_img, all_txt, ids_img, ids_txt, rows, diagonal, len(sizes))
         if self.training and self.centroids.started:
             if ids is not None:
                 self._record(ids, ids_img)
@@ -168,10 +205,26 @@ class ClusterGuidedInfoNCE(nn.Module):
                 self.centroids.observe(all_img, all_txt, ids)
                 if before is not None and not torch.equal(before, self.centroids.centroids):
                     self._remap(before)
-        self.batch_ids = None
+        self.batch_ids = self.batch_caption_keys = None
         # Weight by this rank's share so that DDP's mean over ranks is the global mean.
         loss = loss * (len(sizes) * n / sum(sizes))
         return loss if margin_term is None else loss + margin_term
+
+    def _duplicates(self, sizes, offset, n, positives):
+        """This rank's (rows x all columns) duplicate-caption pairs, or None when the policy is off."""
+        if self.duplicate_captions == "none":
+            return None
+        keys = self.batch_caption_keys
+        if keys is None:
+            raise ValueError(
+                "duplicate_captions='mask' needs the batch's caption keys: set loss.batch_caption_keys = "
+                "mmcl.negatives.caption_keys(captions) before the call (the trainer does this)"
+            )
+        keys = keys.to(positives.device)
+        if keys.shape[0] != n:
+            raise ValueError(f"batch_caption_keys has {keys.shape[0]} keys for a batch of {n}")
+        all_keys = gather_no_grad(keys, sizes) if len(sizes) > 1 else keys
+        return duplicate_pairs(all_keys[offset : offset + n], all_keys, positives)
 
     @torch.no_grad()
     def _record(self, ids: torch.Tensor, clusters: torch.Tensor) -> None:

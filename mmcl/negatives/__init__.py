@@ -6,12 +6,15 @@
   likely false negatives and to up-weight hard negatives from neighbouring clusters.
 - :class:`ClusterBatchSampler` (``data.sampler: clusters``) fills stretches of each epoch from
   neighbouring clusters, so hard negatives share a batch.
+- :func:`caption_keys`: keys of normalised captions; equal keys are certain false negatives
+  (``duplicate_captions: mask`` or ``positive``).
 - :class:`NegativeCalibrator`: an auxiliary MLP that estimates, per negative pair, the
   probability that the pair is actually aligned; ``weighting: calibrated`` down-weights those.
 """
 
 from .calibration import NegativeCalibrator, pair_features
 from .clusters import SharedSpaceCentroids
+from .duplicates import caption_keys
 from .sampler import ClusterBatchSampler
 
-__all__ = ["ClusterBatchSampler", "NegativeCalibrator", "SharedSpaceCentroids", "pair_features"]
+__all__ = ["ClusterBatchSampler", "NegativeCalibrator", "SharedSpaceCentroids", "caption_keys", "pair_features"]

@@ -121,6 +121,11 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
+        if self.image_image and getattr(self.loss_fn, "duplicate_captions", "none") != "none":
+            raise ConfigError(
+                "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
+                "valid choice here: none"
+            )
         if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
             self.model.to(memory_format=torch.channels_last)
         if t.sync_bn and acc.num_processes > 1:
@@ -348,6 +353,8 @@ class Trainer:
         acc = self.accelerator
         if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
+        if getattr(self.loss_fn, "duplicate_captions", "none") != "none":  # duplicate-caption masking
+            self.loss_fn.batch_caption_keys = torch.cat([b["caption_key"] for b in batches])
         if len(batches) == 1:
             loss = self._batch_loss(batches[0])
             finite = torch.isfinite(loss.detach()).float()

@@ -332,3 +332,105 @@ def test_calibration_targets_follow_the_chosen_signal(signal):
         assert not t[0, 1] and t.diagonal().all()
     with pytest.raises(ValueError, match="calibration signal must be one of"):
         NegativeCalibrator(signal="labels")
+
+
+def test_caption_keys_match_after_normalisation_only():
+    from mmcl.negatives.duplicates import caption_keys, normalise_caption
+
+    assert normalise_caption("  A red STAR.") == "a red star"
+    keys = caption_keys(["a red star.", "A red  star", "a red star left of a blue circle", "a blue star"])
+    assert keys[0] == keys[1]
+    assert len(set(keys[1:].tolist())) == 3
+    assert keys.dtype == torch.long
+    # the same key in another process: a fixed hash, not Python's salted one
+    assert int(caption_keys(["a red star"])[0]) == -1334348713213267625
+
+
+def test_duplicate_captions_are_masked_both_ways_from_the_first_step():
+    a, b, s = feats()
+    keys = torch.tensor([5, 1, 5, 2, 3, 1, 5, 4])
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, gate=-1.0, duplicate_captions="mask")  # no clusters
+    loss_fn.batch_caption_keys = keys
+    got = loss_fn(a, b, s)
+    assert not loss_fn.centroids.started
+    assert loss_fn.batch_caption_keys is None  # one batch's keys are used once
+    n = a.shape[0]
+    mask = (keys[:, None] == keys[None, :]) & ~torch.eye(n, dtype=torch.bool)
+    li = (s * a @ b.T).masked_fill(mask, float("-inf"))
+    lt = (s * b @ a.T).masked_fill(mask, float("-inf"))
+    expected = (F.cross_entropy(li, torch.arange(n)) + F.cross_entropy(lt, torch.arange(n))) / 2
+    torch.testing.assert_close(got, expected)
+    # all keys distinct: plain InfoNCE; the positive is never masked even when every key is equal
+    loss_fn.batch_caption_keys = torch.arange(n)
+    torch.testing.assert_close(loss_fn(a, b, s), infonce(a, b, s))
+    loss_fn.batch_caption_keys = torch.zeros(n, dtype=torch.long)
+    assert torch.isfinite(loss_fn(a, b, s))
+    with pytest.raises(ValueError, match="batch_caption_keys"):
+        loss_fn(a, b, s)  # keys not set for this call
+    with pytest.raises(ValueError, match="'mask', 'positive' or 'none'"):
+        mmcl.create_loss("cluster_infonce", duplicate_captions="drop")
+
+
+def test_duplicate_captions_as_positives_match_a_multi_positive_target():
+    a, b, s = feats()
+    keys = torch.tensor([5, 1, 5, 2, 3, 1, 5, 4])
+    loss_fn = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask", duplicate_captions="positive")
+    loss_fn.batch_caption_keys = keys
+    loss_fn(a, b, s)  # start the clusters, so the mask is on too (and must spare the duplicates)
+    loss_fn.eval()
+    loss_fn.batch_caption_keys = keys
+    got = loss_fn(a, b, s)
+    c = loss_fn.centroids
+    ci, ct = c.assign(a), c.assign(b)
+    n = a.shape[0]
+    same_caption = keys[:, None] == keys[None, :]
+
+    def direction(rows, cols, rid, cid):
+        logits = s * rows @ cols.T
+        total = 0.0
+        for i in range(n):
+            keep = [j for j in range(n) if same_caption[i, j] or rid[i] != cid[j]]
+            logp = logits[i, keep].log_softmax(0)
+            pos = [k for k, j in enumerate(keep) if same_caption[i, j]]
+            total = total - logp[pos].mean()
+        return total / n
+
+    expected = (direction(a, b, ci, ct) + direction(b, a, ct, ci)) / 2
+    torch.testing.assert_close(got, expected)
+    loss_fn.batch_caption_keys = torch.arange(n)  # no duplicates: the masked loss alone
+    plain = mmcl.create_loss("cluster_infonce", k=3, false_negatives="mask")
+    plain.load_state_dict(loss_fn.state_dict())
+    torch.testing.assert_close(loss_fn(a, b, s), plain.eval()(a, b, s))
+
+
+def test_duplicate_masking_trains_through_a_recipe(tiny_corpus, tmp_path):
+    import csv
+
+    from mmcl.config import recipe_from_dict
+    from mmcl.errors import ConfigError
+
+    from ..conftest import tiny_recipe_dict
+
+    with open(tiny_corpus / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, r in enumerate(rows):  # three captions, each shared by a third of the corpus
+        r["filepath"] = str(tiny_corpus / r["filepath"])
+        r["title"] = ["a red circle", "A red circle.", "a blue square", "a green star"][i % 4]
+    path = tmp_path / "short.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    d = tiny_recipe_dict(tiny_corpus, tmp_path / "run", steps=2)
+    d["data"]["train"] = str(path)
+    d["eval"]["datasets"] = []
+    d["loss"] = {"name": "cluster_infonce", "kwargs": {"k": 4, "duplicate_captions": "mask"}}
+    t = mmcl.Trainer(recipe_from_dict(d))
+    t.fit()
+    # batches of 8 over 3 distinct captions: every row has duplicates
+    assert t.loss_fn.last_stats["duplicate_pairs"] >= 8 / 3 - 1
+    assert "negatives/duplicate_pairs" in (tmp_path / "run" / "metrics.jsonl").read_text()
+    d["model"] = {"kind": "image_image", "vision": d["model"]["vision"], "embed_dim": 16}
+    d["data"]["augment"] = {"preset": "simclr"}
+    with pytest.raises(ConfigError, match="duplicate_captions"):
+        mmcl.Trainer(recipe_from_dict(d))

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import mmcl
 
 # How each loss is called: "pair" = (image, text, scale, bias); "views" = (z0, z1); "labels" = (z0, z1, labels);
-# "labels1" = (z0, None, labels); "negatives" = "pair" + text_negatives (a function of a and b).
+# "labels1" = (z0, None, labels); "negatives" = "pair" + text_negatives (a function of a and b);
+# "pair-keys" = "pair" with the labels as the batch's caption keys.
 # Registered names missing here (e.g. a memory-bank loss) are skipped.
 CASES = {
     "infonce": ("infonce", {}, "pair"),
@@ -49,6 +50,13 @@ CASES = {
     ),
     "cluster-margin": ("cluster_infonce", {"k": 3, "false_negatives": "margin", "margin_weight": 0.5}, "pair"),
     "cluster-calibrated": ("cluster_infonce", {"k": 3, "false_negatives": "none", "weighting": "calibrated"}, "pair"),
+    # captions keyed by the labels (3 values): many duplicate pairs, across ranks too
+    "cluster-duplicates": ("cluster_infonce", {"k": 3, "duplicate_captions": "mask"}, "pair-keys"),
+    "cluster-duplicates-positive": (
+        "cluster_infonce",
+        {"k": 3, "false_negatives": "mask", "duplicate_captions": "positive"},
+        "pair-keys",
+    ),
 }
 BUILT = {name for name, _, _ in CASES.values()}
 CASE_IDS = [case for case, (name, _, _) in CASES.items() if name in mmcl.list_losses()]
@@ -75,7 +83,9 @@ def run_case(case, a, b, labels, scale, bias, loss_kwargs=None):
     loss_fn = mmcl.create_loss(name, **kwargs, **(loss_kwargs or {}))
     a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
     s, c = scale.clone().requires_grad_(), bias.clone().requires_grad_()
-    if style == "pair":
+    if style in ("pair", "pair-keys"):
+        if style == "pair-keys":
+            loss_fn.batch_caption_keys = labels
         loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c)
         feats, scalars = [a, b], [s, c]
     elif style == "negatives":
