@@ -102,6 +102,20 @@ ARMS = {
         "data": {"sampler": "clusters", "sampler_kwargs": {"clusters_per_block": 8, "block": 128}},
     },
 }
+# what one command compares (ARMS also has mask+calibrated and mask+hard, on request)
+DEFAULT_ARMS = [
+    "infonce",
+    "hcl",
+    "mask",
+    "margin",
+    "hard",
+    "calibrated",
+    "calibrated-text",
+    "hard+calibrated-text",
+    "sampler",
+    "duplicates",
+    "duplicates-positive",
+]
 args_reuse = False
 args_finished_only = False
 METRICS = [
@@ -321,19 +335,7 @@ def main() -> None:
     p.add_argument(
         "--arms",
         nargs="+",
-        default=[
-            "infonce",
-            "hcl",
-            "mask",
-            "margin",
-            "hard",
-            "calibrated",
-            "calibrated-text",
-            "hard+calibrated-text",
-            "sampler",
-            "duplicates",
-            "duplicates-positive",
-        ],
+        default=DEFAULT_ARMS,
         choices=list(ARMS),
     )
     p.add_argument("--steps", type=int, default=400)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_negatives import ARMS, RECIPE  # noqa: E402
+from bench_negatives import ARMS, DEFAULT_ARMS, RECIPE  # noqa: E402
 
 
 def main() -> None:
@@ -34,18 +34,7 @@ def main() -> None:
     p.add_argument(
         "--arms",
         nargs="+",
-        default=[
-            "infonce",
-            "hcl",
-            "mask",
-            "margin",
-            "hard",
-            "calibrated",
-            "calibrated-text",
-            "hard+calibrated-text",
-            "duplicates",
-            "duplicates-positive",
-        ],
+        default=[a for a in DEFAULT_ARMS if a != "sampler"],  # the sampler costs nothing per step
     )
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
     args = p.parse_args()
