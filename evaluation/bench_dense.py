@@ -88,17 +88,19 @@ def eval_config(recipe, finetune: bool):
     return EvalConfig(batch_size=recipe.eval.batch_size, datasets=datasets)
 
 
-def scheme_probes(adapter, recipe, schemes: list[str]) -> dict:
-    """The per-pixel probe on the same frozen maps, with the mask classes merged by each scheme."""
+def scheme_probes(adapter, ds, batch_size: int, schemes: list[str]) -> dict:
+    """The per-pixel probe on the same frozen maps of eval dataset ``ds``, with the mask classes
+    merged by each scheme."""
     import torch
 
     from mmcl.data.synthetic import SHAPES
     from mmcl.eval.dense_probe import dense_probe
     from mmcl.eval.runner import segmentation_splits
 
-    ds = recipe.eval.datasets[0]
+    if not schemes:
+        return {}
     with torch.no_grad():
-        splits = segmentation_splits(adapter, ds, recipe.eval.batch_size)
+        splits = segmentation_splits(adapter, ds, batch_size)
     n = len(SHAPES)  # a mask value v > 0 is 1 + colour * n + shape
     merges = {"shape": lambda m: (m - 1) % n + 1, "colour": lambda m: (m - 1) // n + 1}
     out = {}
@@ -146,7 +148,7 @@ def run_arm(
     for r in records:
         for k, v in r["metrics"].items():
             metrics[f"{r['task']}/{k}"] = v
-    metrics.update(scheme_probes(adapter, recipe, schemes))
+    metrics.update(scheme_probes(adapter, evals.datasets[0], evals.batch_size, schemes))
     cached = run_dir / "bench-result.json"
     if train_s is None and cached.is_file():  # the same finished run (or random init), scored before:
         for k, v in json.loads(cached.read_text())["metrics"].items():  # keep what was not recomputed
