@@ -27,10 +27,11 @@ ClusterNS's bidirectional margin), ``hard`` (+log-weight on negatives from the n
 MLP learnt from near-duplicate captions), ``hard+calibrated-text`` (the two best single policies
 together), ``sampler`` (cluster-aware batches, no other policy), ``duplicates`` (pairs whose
 captions are equal after normalisation masked: certain false negatives, no clusters needed) and
-``duplicates-positive`` (those pairs counted as extra positives); ``mask+calibrated`` and
+``duplicates-positive`` (those pairs counted as extra positives); ``oracle`` (exactly the true
+false negatives masked, from the corpus's truth: the ceiling of masking), ``mask+calibrated`` and
 ``mask+hard`` on request.
 
-    python evaluation/negatives/bench_negatives.py                        # 11 arms, 3 seeds, 400 steps
+    python evaluation/negatives/bench_negatives.py                        # 12 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
 """
 
@@ -49,6 +50,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # this checkout's mmcl, also when another one is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import oracle_loss  # noqa: E402, F401  (registers the oracle arm's loss, fn_oracle, for loading its runs)
+
 RECIPE = "recipes/cluster-negatives-quickstart.yaml"
 DATA = ROOT / "data" / "shapes-fn"
 CLUSTER = {"k": 64, "momentum": 1e-3, "gate": 0.4}
@@ -96,6 +100,8 @@ ARMS = {
     # certain false negatives: pairs whose captions are equal once normalised (no clusters needed)
     "duplicates": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "mask"}},
     "duplicates-positive": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "positive"}},
+    # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
+    "oracle": {"name": "fn_oracle", "kwargs": {}},
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "false_negatives": "none"},
@@ -115,6 +121,7 @@ DEFAULT_ARMS = [
     "sampler",
     "duplicates",
     "duplicates-positive",
+    "oracle",
 ]
 args_reuse = False
 args_finished_only = False
@@ -129,8 +136,15 @@ METRICS = [
 ]
 
 
+# the mmcl command line with the oracle's loss registered (oracle_loss.py), for the oracle arm's runs
+CLI = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import oracle_loss; "
+    "from mmcl.cli import main; sys.exit(main())"
+)
+
+
 def mmcl(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "mmcl.cli", *args], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=ROOT)
     if res.returncode != 0:
         raise RuntimeError(f"mmcl {' '.join(args)} failed:\n{res.stderr[-3000:]}")
     return res.stdout
@@ -211,6 +225,8 @@ def score(run: Path, arm: str, rows: list[dict], truth: torch.Tensor, fn_rows: l
             m["same_cluster_precision"], m["same_cluster_recall"] = detection(scores["same_cluster"], fn_truth)
             emb = torch.cat([img, txt])
             m["_clusters"] = loss_fn.centroids.assign(emb).tolist()
+    if loss["name"] == "fn_oracle":  # it masks the truth itself
+        m["fn_precision"], m["fn_recall"] = 1.0, 1.0
     m["_embeddings"] = torch.cat([img, txt])
     return m
 
