@@ -161,17 +161,27 @@ def short_key(key: str, caption: str) -> tuple[str, str | None]:
     return short, (short if caption.rstrip(".") == short else None)
 
 
+def truth_tables(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: (id of its full description, id of its short description, its caption is short)."""
+    fulls: dict[str, int] = {}
+    shorts: dict[str, int] = {}
+    full_ids, short_ids, is_short = [], [], []
+    for r in rows:
+        short, said = short_key(r["key"], r["title"])
+        full_ids.append(fulls.setdefault(r["key"], len(fulls)))
+        short_ids.append(shorts.setdefault(short, len(shorts)))
+        is_short.append(said is not None)
+    return torch.tensor(full_ids), torch.tensor(short_ids), torch.tensor(is_short)
+
+
+def true_pairs(full: torch.Tensor, short: torch.Tensor, is_short: torch.Tensor) -> torch.Tensor:
+    """(images x captions) bool from :func:`truth_tables` rows: caption j is true of image i."""
+    return torch.where(is_short[None, :], short[:, None] == short[None, :], full[:, None] == full[None, :])
+
+
 def truth_matrix(rows: list[dict]) -> torch.Tensor:
     """(images x captions) bool: caption j is a true description of image i."""
-    full = [r["key"] for r in rows]
-    shorts = [short_key(r["key"], r["title"]) for r in rows]
-    t = torch.zeros(len(rows), len(rows), dtype=torch.bool)
-    for j, (_, said) in enumerate(shorts):
-        if said is None:
-            t[:, j] = torch.tensor([k == full[j] for k in full])
-        else:
-            t[:, j] = torch.tensor([s == said for s, _ in shorts])
-    return t
+    return true_pairs(*truth_tables(rows))
 
 
 def encode(adapter, rows: list[dict]):

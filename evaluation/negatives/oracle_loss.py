@@ -20,20 +20,12 @@ from mmcl.losses import register_loss
 TRAIN_CSV = Path(__file__).resolve().parents[2] / "data" / "shapes-fn" / "train.csv"
 
 
-def truth_tables(path: Path = TRAIN_CSV) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per training row: (id of its full description, id of its short description, caption is short)."""
-    from bench_negatives import short_key
+def corpus_truth(path: Path = TRAIN_CSV) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``bench_negatives.truth_tables`` of every training row (row index = sample id)."""
+    from bench_negatives import truth_tables
 
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    fulls, shorts, said = {}, {}, []
-    full_ids, short_ids = [], []
-    for r in rows:
-        short, is_short = short_key(r["key"], r["title"])
-        full_ids.append(fulls.setdefault(r["key"], len(fulls)))
-        short_ids.append(shorts.setdefault(short, len(shorts)))
-        said.append(is_short is not None)
-    return torch.tensor(full_ids), torch.tensor(short_ids), torch.tensor(said)
+        return truth_tables(list(csv.DictReader(f)))
 
 
 @register_loss("fn_oracle")
@@ -45,7 +37,7 @@ class OracleMaskedInfoNCE(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.full, self.short, self.is_short = truth_tables()
+        self.full, self.short, self.is_short = corpus_truth()
         self.batch_ids: torch.Tensor | None = None  # the trainer sets each batch's row ids
         self.last_stats: dict[str, float] = {}
 
@@ -54,8 +46,9 @@ class OracleMaskedInfoNCE(nn.Module):
             raise ValueError("fn_oracle needs the batch's row ids (the trainer sets loss.batch_ids)")
         ids = self.batch_ids.long().cpu()
         self.batch_ids = None
-        full, short, is_short = self.full[ids], self.short[ids], self.is_short[ids]
-        true = torch.where(is_short[None, :], short[:, None] == short[None, :], full[:, None] == full[None, :])
+        from bench_negatives import true_pairs
+
+        true = true_pairs(self.full[ids], self.short[ids], self.is_short[ids])
         n = ids.numel()
         false_neg = (true & ~torch.eye(n, dtype=torch.bool)).to(image_features.device)
         logits = logit_scale * image_features @ text_features.T

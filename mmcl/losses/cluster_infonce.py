@@ -156,13 +156,14 @@ class ClusterGuidedInfoNCE(nn.Module):
             ids = gather_no_grad(ids.to(img.device), sizes)
         positives = torch.zeros(n, sum(sizes), dtype=torch.bool, device=img.device)
         positives[torch.arange(n), labels] = True
-        duplicates = self._duplicates(sizes, offset, n, positives)
         diagonal = positives
-        if duplicates is not None and self.duplicate_captions == "mask":
+        duplicates = self._duplicates(sizes, offset, n, positives)
+        multi_positive = duplicates is not None and self.duplicate_captions == "positive"
+        if multi_positive:  # more positives, which no other policy touches
+            positives = positives | duplicates
+        elif duplicates is not None:
             logits_i = logits_i.masked_fill(duplicates, float("-inf"))
             logits_t = logits_t.masked_fill(duplicates, float("-inf"))
-        elif duplicates is not None:  # "positive": more positives, which no other policy touches
-            positives = positives | duplicates
         if not self.centroids.started and self.training:
             self.centroids.observe(all_img, all_txt, ids)  # the gate may open on this very batch
             observed = True
@@ -190,10 +191,10 @@ class ClusterGuidedInfoNCE(nn.Module):
             }
         if duplicates is not None:
             self.last_stats["duplicate_pairs"] = float(duplicates.sum()) / max(1, n)
-        if positives is diagonal:
-            loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
-        else:
+        if multi_positive:
             loss = (multi_positive_ce(logits_i, positives) + multi_positive_ce(logits_t, positives)) / 2
+        else:
+            loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
         margin_term = None
         if self.false_negatives == "margin" and self.centroids.started:
             margin_term = self._margin(img, txt, all_img, all_txt, ids_img, ids_txt, rows, diagonal, len(sizes))
@@ -217,13 +218,14 @@ class ClusterGuidedInfoNCE(nn.Module):
         keys = self.batch_caption_keys
         if keys is None:
             raise ValueError(
-                "duplicate_captions='mask' needs the batch's caption keys: set loss.batch_caption_keys = "
-                "mmcl.negatives.caption_keys(captions) before the call (the trainer does this)"
+                f"duplicate_captions={self.duplicate_captions!r} needs the batch's caption keys: set "
+                "loss.batch_caption_keys = mmcl.negatives.caption_keys(captions) before the call (the trainer "
+                "does this)"
             )
         keys = keys.to(positives.device)
         if keys.shape[0] != n:
             raise ValueError(f"batch_caption_keys has {keys.shape[0]} keys for a batch of {n}")
-        all_keys = gather_no_grad(keys, sizes) if len(sizes) > 1 else keys
+        all_keys = gather_no_grad(keys, sizes)
         return duplicate_pairs(all_keys[offset : offset + n], all_keys, positives)
 
     @torch.no_grad()

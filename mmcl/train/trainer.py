@@ -121,7 +121,9 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        if self.image_image and getattr(self.loss_fn, "duplicate_captions", "none") != "none":
+        # duplicate-caption masking: the loss gets each step's caption keys (batch["caption_key"])
+        self.caption_keys = getattr(self.loss_fn, "duplicate_captions", "none") != "none"
+        if self.image_image and self.caption_keys:
             raise ConfigError(
                 "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
                 "valid choice here: none"
@@ -353,7 +355,7 @@ class Trainer:
         acc = self.accelerator
         if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
-        if getattr(self.loss_fn, "duplicate_captions", "none") != "none":  # duplicate-caption masking
+        if self.caption_keys:
             self.loss_fn.batch_caption_keys = torch.cat([b["caption_key"] for b in batches])
         if len(batches) == 1:
             loss = self._batch_loss(batches[0])
