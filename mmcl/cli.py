@@ -305,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  mmcl data make-compositional data/shapes/test.csv data/shapes/compositional.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mc.add_argument("csv", help="a split CSV written by make-synthetic (needs its key column)")
+    mc.add_argument("csv", help="a split CSV from make-synthetic (needs its key column)")
     mc.add_argument("out", help="output file: .jsonl (default) or .csv")
     mc.add_argument("--seed", type=int, default=0, help="seed of the replacement draws (default 0)")
     mc.add_argument(
@@ -313,6 +313,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one row per image with all its negatives: training data for NegCLIP-style fine-tuning "
         "(data.negatives_key: negatives)",
+    )
+    mc.add_argument(
+        "--keep-captions",
+        action="store_true",
+        help="with --merge: keep each row's own caption (title) instead of the canonical one rendered from its "
+        "key; the negatives are still minimal edits of the canonical description",
     )
     cv = dsub.add_parser(
         "convert",
@@ -561,7 +567,13 @@ def _data(args, parser) -> int:
     if args.data_command == "make-compositional":
         from .eval.compositional import shapes_compositional_items
 
-        counts = shapes_compositional_items(args.csv, args.out, seed=args.seed, merge=args.merge)
+        if args.keep_captions and not args.merge:
+            from .errors import ConfigError
+
+            raise ConfigError("--keep-captions applies to --merge (training data); add --merge or drop it")
+        counts = shapes_compositional_items(
+            args.csv, args.out, seed=args.seed, merge=args.merge, keep_captions=args.keep_captions
+        )
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0
     if args.data_command != "make-synthetic":

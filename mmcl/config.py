@@ -567,8 +567,9 @@ def validate(recipe: Recipe) -> None:
         )
     if d.negatives_key is not None:
         _check(
-            lo.name == "infonce",
-            f"data.negatives_key: hard-negative captions are scored by loss.name: infonce (got {lo.name!r})",
+            lo.name in ("infonce", "cluster_infonce"),
+            "data.negatives_key: hard-negative captions are scored by loss.name: infonce or cluster_infonce "
+            f"(got {lo.name!r})",
         )
         _check(
             t.accumulation_steps == 1,

@@ -27,11 +27,14 @@ ClusterNS's bidirectional margin), ``hard`` (+log-weight on negatives from the n
 MLP learnt from near-duplicate captions), ``hard+calibrated-text`` (the two best single policies
 together), ``sampler`` (cluster-aware batches, no other policy), ``duplicates`` (pairs whose
 captions are equal after normalisation masked: certain false negatives, no clusters needed) and
-``duplicates-positive`` (those pairs counted as extra positives); ``oracle`` (exactly the true
-false negatives masked, from the corpus's truth: the ceiling of masking), ``mask+calibrated`` and
-``mask+hard`` on request.
+``duplicates-positive`` (those pairs counted as extra positives), ``contained`` (pairs whose
+caption j's words appear in caption i in order masked: likely false negatives) and
+``contained-positive``; ``negatives`` (NegCLIP: InfoNCE plus one hard-negative caption per pair,
+a minimal edit of the scene's description, from ``data/shapes-fn/train-negatives.jsonl``) and
+``contained+negatives``; ``oracle`` (exactly the true false negatives masked, from the corpus's
+truth: the ceiling of masking), ``mask+calibrated``, ``mask+hard`` and ``contained-positive`` on request.
 
-    python evaluation/negatives/bench_negatives.py                        # 12 arms, 3 seeds, 400 steps
+    python evaluation/negatives/bench_negatives.py                        # 15 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
 """
 
@@ -56,6 +59,13 @@ import oracle_loss  # noqa: E402, F401  (registers the oracle arm's loss, fn_ora
 RECIPE = "recipes/cluster-negatives-quickstart.yaml"
 DATA = ROOT / "data" / "shapes-fn"
 CLUSTER = {"k": 64, "momentum": 1e-3, "gate": 0.4}
+# each training row's own caption plus its minimal edits (`mmcl data make-compositional --merge --keep-captions`)
+NEGATIVES_FILE = DATA / "train-negatives.jsonl"
+NEGATIVES_DATA = {
+    "train": str(NEGATIVES_FILE.relative_to(ROOT)),
+    "caption_key": "caption",
+    "negatives_key": "negatives",
+}
 ARMS = {
     "infonce": {"name": "infonce", "kwargs": {}},
     "hcl": {"name": "hcl", "kwargs": {"temperature": 0.07}},  # image and caption as its two views
@@ -100,6 +110,39 @@ ARMS = {
     # certain false negatives: pairs whose captions are equal once normalised (no clusters needed)
     "duplicates": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "mask"}},
     "duplicates-positive": {"name": "cluster_infonce", "kwargs": {**CLUSTER, "duplicate_captions": "positive"}},
+    # likely false negatives: (image i, caption j) with caption j's words within caption i's, in order
+    "contained": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+    },
+    "contained-positive": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "positive", "caption_match": "contained"},
+    },
+    # contained-caption masking with a cluster policy that needs false negatives out of the way
+    "contained+hard": {
+        "name": "cluster_infonce",
+        "kwargs": {
+            **CLUSTER,
+            "duplicate_captions": "mask",
+            "caption_match": "contained",
+            "hard_negatives": 2,
+            "hard_log_weight": 1.0,
+        },
+    },
+    "contained+sampler": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {"sampler": "clusters", "sampler_kwargs": {"clusters_per_block": 8, "block": 128}},
+    },
+    # NegCLIP's hard-negative captions (minimal edits of each training scene's description), alone and
+    # with the contained-caption mask: the compositional side of the goal
+    "negatives": {"name": "infonce", "kwargs": {}, "data": NEGATIVES_DATA},
+    "contained+negatives": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": NEGATIVES_DATA,
+    },
     # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
     "oracle": {"name": "fn_oracle", "kwargs": {}},
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy
@@ -121,6 +164,9 @@ DEFAULT_ARMS = [
     "sampler",
     "duplicates",
     "duplicates-positive",
+    "contained",
+    "negatives",
+    "contained+negatives",
     "oracle",
 ]
 args_reuse = False
@@ -218,14 +264,19 @@ def score(run: Path, arm: str, rows: list[dict], truth: torch.Tensor, fn_rows: l
     loss = ARMS[arm]
     if loss["name"] == "cluster_infonce":
         import mmcl as lib
-        from mmcl.negatives.duplicates import caption_keys
+        from mmcl.negatives.duplicates import caption_keys, caption_words, contained
 
         loss_fn = lib.create_loss(loss["name"], **loss["kwargs"])
         state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
         loss_fn.load_state_dict(state["loss"])
         if loss["kwargs"].get("duplicate_captions", "none") != "none":  # what these arms flag: equal captions
-            keys = caption_keys([r["title"] for r in fn_rows])
-            m["fn_precision"], m["fn_recall"] = detection(keys[:, None] == keys[None, :], fn_truth)
+            titles = [r["title"] for r in fn_rows]
+            if loss["kwargs"].get("caption_match") == "contained":  # or contained ones
+                flagged = contained(caption_words(titles), caption_words(titles))
+            else:
+                keys = caption_keys(titles)
+                flagged = keys[:, None] == keys[None, :]
+            m["fn_precision"], m["fn_recall"] = detection(flagged, fn_truth)
         if loss_fn.centroids.started:
             scores = loss_fn.pair_scores(*encode(adapter, fn_rows))
             if "p_aligned" in scores:
@@ -386,6 +437,11 @@ def main() -> None:
     ensure_corpus(load_recipe(RECIPE).data.synthetic)
     if not (DATA / "compositional.jsonl").is_file():
         mmcl("data", "make-compositional", str(DATA / "test.csv"), str(DATA / "compositional.jsonl"))
+    if (
+        any("data" in ARMS[a] and "negatives_key" in ARMS[a]["data"] for a in args.arms)
+        and not NEGATIVES_FILE.is_file()
+    ):
+        mmcl("data", "make-compositional", str(DATA / "train.csv"), str(NEGATIVES_FILE), "--merge", "--keep-captions")
     with open(DATA / "test.csv", newline="") as f:
         test_rows = list(csv.DictReader(f))
     truth = truth_matrix(test_rows)

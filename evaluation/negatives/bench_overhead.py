@@ -34,8 +34,9 @@ def main() -> None:
     p.add_argument(
         "--arms",
         nargs="+",
-        # the sampler costs nothing per step; the oracle is a ceiling, not a method
-        default=[a for a in DEFAULT_ARMS if a not in ("sampler", "oracle")],
+        # the sampler costs nothing per step (nor does any arm that changes the data, not the loss);
+        # the oracle is a ceiling, not a method
+        default=[a for a in DEFAULT_ARMS if a != "oracle" and "data" not in ARMS[a]],
     )
     p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
     args = p.parse_args()
@@ -63,7 +64,10 @@ def main() -> None:
 
     def keys(loss_fn):  # what the trainer hands a duplicate-masking loss each step
         if getattr(loss_fn, "duplicate_captions", "none") != "none":
-            loss_fn.batch_caption_keys = batch["caption_key"]
+            if loss_fn.caption_match == "contained":
+                loss_fn.batch_caption_words = batch["caption_words"]
+            else:
+                loss_fn.batch_caption_keys = batch["caption_key"]
 
     losses = {}
     for arm in args.arms:

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import torch
 
-from ..negatives.duplicates import caption_keys
+from ..negatives.duplicates import caption_keys, caption_words
 
 
 class ImageTextCollate:
-    """Batch of dataset items -> {"images", "input_ids", "attention_mask", "caption_key", "index",
-    "skipped", "size"}.
+    """Batch of dataset items -> {"images", "input_ids", "attention_mask", "caption_key",
+    "caption_words", "index", "skipped", "size"}.
 
     Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``. A second
     image per item (``image2``, paired modalities) or a two-view transform's pair of tensors
@@ -49,8 +49,9 @@ class ImageTextCollate:
             )
         elif self.tokenize is not None:
             batch.update(self.tokenize([it["text"] for it in items]))
-        if self.tokenize is not None:  # equal keys: duplicate captions (cluster_infonce duplicate_captions)
-            batch["caption_key"] = caption_keys([it["text"] for it in items])
+        if self.tokenize is not None:  # duplicate / contained captions (cluster_infonce duplicate_captions)
+            texts = [it["text"] for it in items]
+            batch["caption_key"], batch["caption_words"] = caption_keys(texts), caption_words(texts)
         batch["index"] = torch.tensor([it["index"] for it in items])
         if any("label" in it for it in items):
             batch["label"] = torch.tensor([it.get("label", -1) for it in items])

@@ -153,7 +153,7 @@ def _caption(objects: list[dict], at: str, rel: str | None) -> str:
 
 
 def shapes_compositional_items(
-    csv_path: str | Path, out_path: str | Path, seed: int = 0, merge: bool = False
+    csv_path: str | Path, out_path: str | Path, seed: int = 0, merge: bool = False, keep_captions: bool = False
 ) -> Counter:
     """Write compositional items for a shapes-corpus split (``mmcl data make-synthetic``).
 
@@ -163,7 +163,9 @@ def shapes_compositional_items(
     relation is inverted). Returns the number of items per type.
 
     ``merge``: one row per image with all its negatives (type ``all``), the layout of training data
-    for NegCLIP-style fine-tuning (``data.negatives_key: negatives``).
+    for NegCLIP-style fine-tuning (``data.negatives_key: negatives``). ``keep_captions`` (with
+    ``merge``): each row keeps its own caption (``title``: short, paraphrased, ...) as the positive,
+    and only the negatives are rendered from the key.
     """
     from ..data.synthetic import COLOURS, INVERSE, SHAPES
 
@@ -193,7 +195,8 @@ def shapes_compositional_items(
             variants["swap_relation"] = _caption(objects, at, INVERSE[rel])
         if merge:
             path = os.path.normpath(os.path.join(image_dir, r["filepath"]))
-            out.append({"filepath": path, "caption": true, "negatives": list(variants.values()), "type": "all"})
+            caption = r["title"] if keep_captions else true
+            out.append({"filepath": path, "caption": caption, "negatives": list(variants.values()), "type": "all"})
             counts["all"] += 1
             continue
         for kind, negative in variants.items():

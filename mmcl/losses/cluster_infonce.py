@@ -22,6 +22,11 @@ Once the centroids have started (warm-up gate), with ``cid(x)`` the cluster of a
   counts such pairs as positives instead: each row's target spreads evenly over its own pair and
   its duplicates (UniCL's multi-positive target, Yang et al. 2022, with captions as the labels).
   The trainer hands the loss each batch's caption keys (``batch_caption_keys``).
+  ``caption_match="contained"`` widens "duplicate" to containment: (image i, caption j) is a
+  false negative when every word of caption j appears, in order, in caption i ("a red circle" in
+  "a small red circle at the top left"). The relation is one-way, so the two directions get
+  different masks; the trainer hands the loss each caption's word keys
+  (``batch_caption_words``).
 - **Calibrated weighting** (``weighting="calibrated"``): each negative's logit gets ``log w_ij``,
   where ``w_ij`` falls with an auxiliary MLP's detached estimate that the pair is actually
   aligned (:mod:`mmcl.negatives.calibration`). The MLP learns from the clusters of both
@@ -42,7 +47,7 @@ from torch import nn
 
 from ..negatives.calibration import NegativeCalibrator, pair_features
 from ..negatives.clusters import SharedSpaceCentroids
-from ..negatives.duplicates import duplicate_pairs
+from ..negatives.duplicates import contained, duplicate_pairs
 from ._checks import check_rank_world
 from ._distributed import cross_modal_inputs, gather_no_grad, gather_with_grad
 from .base import register_loss
@@ -51,6 +56,8 @@ from .base import register_loss
 def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the cross-entropy against a target spread evenly over the row's positives.
     Masked (-inf) logits off the positives contribute nothing (no 0 * -inf)."""
+    if positives.shape[1] < logits.shape[1]:  # extra negative columns (centroids, hard-negative captions)
+        positives = F.pad(positives, (0, logits.shape[1] - positives.shape[1]))
     logp = logits.log_softmax(dim=1)
     target = positives.to(logits.dtype) / positives.sum(1, keepdim=True)
     return -torch.where(positives, target * logp, torch.zeros_like(logp)).sum(1).mean()
@@ -73,6 +80,10 @@ class ClusterGuidedInfoNCE(nn.Module):
     duplicate_captions: ``"none"`` (default), ``"mask"`` (drop the pairs whose captions are
         duplicates from the denominators) or ``"positive"`` (count them as positives too). Set
         ``batch_caption_keys`` before each call; the trainer does.
+    caption_match: which captions count as duplicates: ``"equal"`` (default; after normalisation)
+        or ``"contained"`` (caption j's words appear in caption i in order: (image i, caption j)
+        is flagged). ``"contained"`` reads ``batch_caption_words``
+        (:func:`mmcl.negatives.caption_words`) instead of the keys.
     calibration: options of :class:`~mmcl.negatives.calibration.NegativeCalibrator`
         (``hidden``, ``lr``, ``min_weight``, ``signal``: clusters | text_similarity |
         image_similarity, ``similarity_threshold``).
@@ -102,6 +113,7 @@ class ClusterGuidedInfoNCE(nn.Module):
         weighting: str = "none",
         calibration: dict | None = None,
         duplicate_captions: str = "none",
+        caption_match: str = "equal",
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -114,13 +126,17 @@ class ClusterGuidedInfoNCE(nn.Module):
             raise ValueError(f"weighting must be 'none' or 'calibrated', got {weighting!r}")
         if duplicate_captions not in ("mask", "positive", "none"):
             raise ValueError(f"duplicate_captions must be 'mask', 'positive' or 'none', got {duplicate_captions!r}")
+        if caption_match not in ("equal", "contained"):
+            raise ValueError(f"caption_match must be 'equal' or 'contained', got {caption_match!r}")
         check_rank_world(rank, world_size)
         self.calibrator = NegativeCalibrator(**(calibration or {})) if weighting == "calibrated" else None
         self.centroids = SharedSpaceCentroids(k, momentum, gate, mode, bank_size, recluster_every)
         self.batch_ids: torch.Tensor | None = None  # the trainer sets this batch's sample ids (bank)
         # the trainer sets this batch's caption keys (mmcl.negatives.caption_keys) for duplicate masking
         self.batch_caption_keys: torch.Tensor | None = None
-        self.duplicate_captions = duplicate_captions
+        # with caption_match="contained": each caption's word keys (mmcl.negatives.caption_words)
+        self.batch_caption_words: torch.Tensor | None = None
+        self.duplicate_captions, self.caption_match = duplicate_captions, caption_match
         # per sample id: the cluster of its image at its last visit (-1: not seen since clustering
         # started); data.sampler: clusters orders each epoch by it. Grows with the largest id.
         self.register_buffer("sample_clusters", torch.zeros(0, dtype=torch.long))
@@ -141,10 +157,18 @@ class ClusterGuidedInfoNCE(nn.Module):
             logits = logits + self.hard_log_weight * hard.to(logits.dtype)
         return logits
 
-    def forward(self, image_features, text_features, logit_scale, logit_bias=None):
+    def forward(self, image_features, text_features, logit_scale, logit_bias=None, text_negatives=None):
+        """``text_negatives``: one hard-negative caption embedding per pair (NegCLIP,
+        ``data.negatives_key``); every image also meets those of the whole global batch as extra
+        columns of its softmax, after the policies (they are never masked or re-weighted)."""
         img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
         all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
         scale = logit_scale.to(img.dtype)
+        if text_negatives is not None and text_negatives.shape != text_features.shape:
+            raise ValueError(
+                f"text_negatives must have the captions' shape {tuple(text_features.shape)}, "
+                f"got {tuple(text_negatives.shape)}"
+            )
         offset, n = sum(sizes[:rank]), img.shape[0]
         logits_i = scale * img @ all_txt.T
         logits_t = scale * txt @ all_img.T
@@ -157,13 +181,15 @@ class ClusterGuidedInfoNCE(nn.Module):
         positives = torch.zeros(n, sum(sizes), dtype=torch.bool, device=img.device)
         positives[torch.arange(n), labels] = True
         diagonal = positives
-        duplicates = self._duplicates(sizes, offset, n, positives)
-        multi_positive = duplicates is not None and self.duplicate_captions == "positive"
+        # duplicate-caption pairs per direction: rows are this rank's images (dup_i) or captions (dup_t)
+        dup_i, dup_t = self._duplicates(sizes, offset, n, positives)
+        multi_positive = dup_i is not None and self.duplicate_captions == "positive"
         if multi_positive:  # more positives, which no other policy touches
-            positives = positives | duplicates
-        elif duplicates is not None:
-            logits_i = logits_i.masked_fill(duplicates, float("-inf"))
-            logits_t = logits_t.masked_fill(duplicates, float("-inf"))
+            positives_i, positives_t = positives | dup_i, positives | dup_t
+            positives = positives_i | positives_t
+        elif dup_i is not None:
+            logits_i = logits_i.masked_fill(dup_i, float("-inf"))
+            logits_t = logits_t.masked_fill(dup_t, float("-inf"))
         if not self.centroids.started and self.training:
             self.centroids.observe(all_img, all_txt, ids)  # the gate may open on this very batch
             observed = True
@@ -189,10 +215,14 @@ class ClusterGuidedInfoNCE(nn.Module):
                 "clusters_used": float(torch.unique(torch.cat([ids_img, ids_txt])).numel()),
                 **self._calibration_stats,
             }
-        if duplicates is not None:
-            self.last_stats["duplicate_pairs"] = float(duplicates.sum()) / max(1, n)
+        if dup_i is not None:
+            self.last_stats["duplicate_pairs"] = float(dup_i.sum()) / max(1, n)
+        if text_negatives is not None:  # NegCLIP's extra columns, image -> text only
+            neg = gather_with_grad(text_negatives.to(txt.dtype), sizes)
+            extra = scale * img @ neg.T
+            logits_i = torch.cat([logits_i, extra if logit_bias is None else extra + logit_bias], 1)
         if multi_positive:
-            loss = (multi_positive_ce(logits_i, positives) + multi_positive_ce(logits_t, positives)) / 2
+            loss = (multi_positive_ce(logits_i, positives_i) + multi_positive_ce(logits_t, positives_t)) / 2
         else:
             loss = (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
         margin_term = None
@@ -206,27 +236,38 @@ class ClusterGuidedInfoNCE(nn.Module):
                 self.centroids.observe(all_img, all_txt, ids)
                 if before is not None and not torch.equal(before, self.centroids.centroids):
                     self._remap(before)
-        self.batch_ids = self.batch_caption_keys = None
+        self.batch_ids = self.batch_caption_keys = self.batch_caption_words = None
         # Weight by this rank's share so that DDP's mean over ranks is the global mean.
         loss = loss * (len(sizes) * n / sum(sizes))
         return loss if margin_term is None else loss + margin_term
 
     def _duplicates(self, sizes, offset, n, positives):
-        """This rank's (rows x all columns) duplicate-caption pairs, or None when the policy is off."""
+        """This rank's duplicate-caption pairs, (images x all captions) and (captions x all images),
+        or (None, None) when the policy is off."""
         if self.duplicate_captions == "none":
-            return None
-        keys = self.batch_caption_keys
+            return None, None
+        contained_mode = self.caption_match == "contained"
+        attr, make = (
+            ("batch_caption_words", "caption_words") if contained_mode else ("batch_caption_keys", "caption_keys")
+        )
+        keys = getattr(self, attr)
         if keys is None:
             raise ValueError(
-                f"duplicate_captions={self.duplicate_captions!r} needs the batch's caption keys: set "
-                "loss.batch_caption_keys = mmcl.negatives.caption_keys(captions) before the call (the trainer "
-                "does this)"
+                f"duplicate_captions={self.duplicate_captions!r} (caption_match={self.caption_match!r}) needs the "
+                f"batch's {attr[6:].replace('_', ' ')}: set loss.{attr} = mmcl.negatives.{make}(captions) before "
+                "the call (the trainer does this)"
             )
         keys = keys.to(positives.device)
-        if keys.shape[0] != n:
-            raise ValueError(f"batch_caption_keys has {keys.shape[0]} keys for a batch of {n}")
+        if keys.shape[0] != n or keys.dim() != (2 if contained_mode else 1):
+            want = "(batch, words)" if contained_mode else "(batch,)"
+            raise ValueError(f"{attr} must be {want} for a batch of {n}, got shape {tuple(keys.shape)}")
         all_keys = gather_no_grad(keys, sizes)
-        return duplicate_pairs(all_keys[offset : offset + n], all_keys, positives)
+        mine = all_keys[offset : offset + n]
+        if not contained_mode:
+            dup = duplicate_pairs(mine, all_keys, positives)
+            return dup, dup
+        # image i (row) and caption j (column): caption j's words within caption i's
+        return contained(mine, all_keys) & ~positives, contained(all_keys, mine).T & ~positives
 
     @torch.no_grad()
     def _record(self, ids: torch.Tensor, clusters: torch.Tensor) -> None:

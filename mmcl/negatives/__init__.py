@@ -7,14 +7,23 @@
 - :class:`ClusterBatchSampler` (``data.sampler: clusters``) fills stretches of each epoch from
   neighbouring clusters, so hard negatives share a batch.
 - :func:`caption_keys`: keys of normalised captions; equal keys are certain false negatives
-  (``duplicate_captions: mask`` or ``positive``).
+  (``duplicate_captions: mask`` or ``positive``). :func:`caption_words` / :func:`contained`: one
+  caption's words within another's, in order, a likely false negative (``caption_match: contained``).
 - :class:`NegativeCalibrator`: an auxiliary MLP that estimates, per negative pair, the
   probability that the pair is actually aligned; ``weighting: calibrated`` down-weights those.
 """
 
 from .calibration import NegativeCalibrator, pair_features
 from .clusters import SharedSpaceCentroids
-from .duplicates import caption_keys
+from .duplicates import caption_keys, caption_words, contained
 from .sampler import ClusterBatchSampler
 
-__all__ = ["ClusterBatchSampler", "NegativeCalibrator", "SharedSpaceCentroids", "caption_keys", "pair_features"]
+__all__ = [
+    "ClusterBatchSampler",
+    "NegativeCalibrator",
+    "SharedSpaceCentroids",
+    "caption_keys",
+    "caption_words",
+    "contained",
+    "pair_features",
+]

@@ -121,8 +121,14 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        # duplicate-caption masking: the loss gets each step's caption keys (batch["caption_key"])
-        self.caption_keys = getattr(self.loss_fn, "duplicate_captions", "none") != "none"
+        # duplicate-caption masking: the loss gets each step's caption keys (batch["caption_key"]), or
+        # with caption_match: contained their word keys (batch["caption_words"])
+        self.caption_keys = None
+        if getattr(self.loss_fn, "duplicate_captions", "none") != "none":
+            words = getattr(self.loss_fn, "caption_match", "equal") == "contained"
+            self.caption_keys = (
+                ("caption_words", "batch_caption_words") if words else ("caption_key", "batch_caption_keys")
+            )
         if self.image_image and self.caption_keys:
             raise ConfigError(
                 "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
@@ -356,7 +362,8 @@ class Trainer:
         if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
         if self.caption_keys:
-            self.loss_fn.batch_caption_keys = torch.cat([b["caption_key"] for b in batches])
+            key, attr = self.caption_keys
+            setattr(self.loss_fn, attr, torch.cat([b[key] for b in batches]))
         if len(batches) == 1:
             loss = self._batch_loss(batches[0])
             finite = torch.isfinite(loss.detach()).float()

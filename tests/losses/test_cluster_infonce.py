@@ -415,7 +415,7 @@ def test_duplicate_masking_trains_through_a_recipe(tiny_corpus, tmp_path):
         rows = list(csv.DictReader(f))
     for i, r in enumerate(rows):  # three captions, each shared by a third of the corpus
         r["filepath"] = str(tiny_corpus / r["filepath"])
-        r["title"] = ["a red circle", "A red circle.", "a blue square", "a green star"][i % 4]
+        r["title"] = ["a red circle", "A red circle.", "a small red circle", "a green star"][i % 4]
     path = tmp_path / "short.csv"
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -428,9 +428,81 @@ def test_duplicate_masking_trains_through_a_recipe(tiny_corpus, tmp_path):
     t = mmcl.Trainer(recipe_from_dict(d))
     t.fit()
     # batches of 8 over 3 distinct captions: every row has duplicates
-    assert t.loss_fn.last_stats["duplicate_pairs"] >= 8 / 3 - 1
+    equal = t.loss_fn.last_stats["duplicate_pairs"]
+    assert equal >= 8 / 3 - 1
     assert "negatives/duplicate_pairs" in (tmp_path / "run" / "metrics.jsonl").read_text()
+    # the same batches with containment: "a red circle" within "a small red circle" adds pairs
+    d["loss"]["kwargs"]["caption_match"] = "contained"
+    d["train"]["output_dir"] = str(tmp_path / "run-contained")
+    t = mmcl.Trainer(recipe_from_dict(d))
+    t.fit()
+    assert t.loss_fn.last_stats["duplicate_pairs"] > equal
     d["model"] = {"kind": "image_image", "vision": d["model"]["vision"], "embed_dim": 16}
     d["data"]["augment"] = {"preset": "simclr"}
     with pytest.raises(ConfigError, match="duplicate_captions"):
         mmcl.Trainer(recipe_from_dict(d))
+
+
+def test_contained_matches_a_brute_force_ordered_subsequence_check():
+    import random
+
+    from mmcl.negatives import caption_words, contained
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice("a b c d") for _ in range(rng.randint(0, 6))) for _ in range(120)]
+    texts += ["A red circle.", "a small red circle at the top", "circle red", "a b c d a b c d a"]
+    words = [t.lower().replace(".", "").split() for t in texts]
+
+    def inside(hay, needle):  # needle's words, in order, within hay
+        it = iter(hay)
+        return bool(needle) and max(len(hay), len(needle)) <= 8 and all(w in it for w in needle)
+
+    expected = torch.tensor([[inside(h, nd) for nd in words] for h in words])
+    got = contained(caption_words(texts, max_words=8), caption_words(texts, max_words=8))
+    assert torch.equal(got, expected)
+    assert got[-3, -4] and not got[-4, -3] and not got[-2, -4]  # one way only, and in order
+    assert not got[:, -1].any() and not got[-1].any()  # longer than max_words: compared with nothing
+
+
+def contained_loss(mode):
+    """(the loss of a batch of 8 whose captions contain one another, its features, words, and the
+    [i, j] matrix: caption j within caption i)."""
+    from mmcl.negatives import contained
+
+    a, b, s = feats()
+    # captions: 0 "red circle", 1 "small red circle", 2 "blue square", 3 "red circle" again, ...
+    words = torch.tensor([[1, 2, 0], [3, 1, 2], [4, 5, 0], [1, 2, 0], [6, 0, 0], [3, 1, 2], [7, 0, 0], [8, 0, 0]])
+    loss_fn = mmcl.create_loss("cluster_infonce", gate=-1.0, duplicate_captions=mode, caption_match="contained")
+    loss_fn.batch_caption_words = words
+    return loss_fn, loss_fn(a, b, s), (a, b, s), contained(words, words)
+
+
+def test_contained_captions_mask_each_direction_with_its_own_pairs():
+    loss_fn, got, (a, b, s), within = contained_loss("mask")
+    n = a.shape[0]
+    inside = within & ~torch.eye(n, dtype=torch.bool)
+    assert inside[1, 0] and not inside[0, 1] and inside[0, 3] and inside[3, 0]
+    li = (s * a @ b.T).masked_fill(inside, float("-inf"))  # image i: caption j within caption i
+    lt = (s * b @ a.T).masked_fill(inside.T, float("-inf"))  # caption j: image i whose caption holds j
+    expected = (F.cross_entropy(li, torch.arange(n)) + F.cross_entropy(lt, torch.arange(n))) / 2
+    torch.testing.assert_close(got, expected)
+    assert loss_fn.last_stats["duplicate_pairs"] == pytest.approx(float(inside.sum()) / n)
+    with pytest.raises(ValueError, match="batch_caption_words"):
+        loss_fn(a, b, s)
+    loss_fn.batch_caption_words = torch.arange(n)  # keys, not words
+    with pytest.raises(ValueError, match=r"\(batch, words\)"):
+        loss_fn(a, b, s)
+    with pytest.raises(ValueError, match="'equal' or 'contained'"):
+        mmcl.create_loss("cluster_infonce", caption_match="subset")
+
+
+def test_contained_captions_as_positives_match_a_multi_positive_target():
+    _, got, (a, b, s), within = contained_loss("positive")
+    n = a.shape[0]
+    pos = within | torch.eye(n, dtype=torch.bool)
+
+    def direction(logits, positives):
+        return -torch.stack([logits[i].log_softmax(0)[positives[i]].mean() for i in range(n)]).mean()
+
+    expected = (direction(s * a @ b.T, pos) + direction(s * b @ a.T, pos.T)) / 2
+    torch.testing.assert_close(got, expected)

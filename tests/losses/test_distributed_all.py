@@ -18,7 +18,8 @@ import mmcl
 
 # How each loss is called: "pair" = (image, text, scale, bias); "views" = (z0, z1); "labels" = (z0, z1, labels);
 # "labels1" = (z0, None, labels); "negatives" = "pair" + text_negatives (a function of a and b);
-# "pair-keys" = "pair" with the labels as the batch's caption keys.
+# "pair-keys" = "pair" with the labels as the batch's caption keys; "pair-words" = "pair" with the labels
+# picking each caption's words from WORDS (one-way containment: caption 0 within 1, 1 within 2).
 # Registered names missing here (e.g. a memory-bank loss) are skipped.
 CASES = {
     "infonce": ("infonce", {}, "pair"),
@@ -57,7 +58,19 @@ CASES = {
         {"k": 3, "false_negatives": "mask", "duplicate_captions": "positive"},
         "pair-keys",
     ),
+    "cluster-negatives": ("cluster_infonce", {"k": 3, "false_negatives": "mask"}, "negatives"),  # NegCLIP columns
+    "cluster-contained": (
+        "cluster_infonce",
+        {"k": 3, "duplicate_captions": "mask", "caption_match": "contained"},
+        "pair-words",
+    ),
+    "cluster-contained-positive": (
+        "cluster_infonce",
+        {"k": 3, "false_negatives": "mask", "duplicate_captions": "positive", "caption_match": "contained"},
+        "pair-words",
+    ),
 }
+WORDS = torch.tensor([[7, 0, 0], [5, 7, 0], [5, 7, 9]])  # word keys of the three captions, 0-padded
 BUILT = {name for name, _, _ in CASES.values()}
 CASE_IDS = [case for case, (name, _, _) in CASES.items() if name in mmcl.list_losses()]
 
@@ -83,9 +96,11 @@ def run_case(case, a, b, labels, scale, bias, loss_kwargs=None):
     loss_fn = mmcl.create_loss(name, **kwargs, **(loss_kwargs or {}))
     a, b = a.clone().requires_grad_(), b.clone().requires_grad_()
     s, c = scale.clone().requires_grad_(), bias.clone().requires_grad_()
-    if style in ("pair", "pair-keys"):
+    if style in ("pair", "pair-keys", "pair-words"):
         if style == "pair-keys":
             loss_fn.batch_caption_keys = labels
+        elif style == "pair-words":
+            loss_fn.batch_caption_words = WORDS[labels]
         loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c)
         feats, scalars = [a, b], [s, c]
     elif style == "negatives":

@@ -38,6 +38,33 @@ def test_infonce_with_text_negatives_matches_handwritten_math():
         mmcl.create_loss("infonce", chunk_size=2)(x, y, torch.tensor(s), text_negatives=neg)
 
 
+def test_cluster_infonce_takes_the_negatives_after_its_policies():
+    g = torch.Generator().manual_seed(1)
+    x, y, neg = (F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(3))
+    s = torch.tensor(7.0, dtype=torch.float64)
+    keys = torch.tensor([1, 2, 1, 3, 4, 2])
+    for mode in ("mask", "positive"):
+        loss_fn = mmcl.create_loss("cluster_infonce", gate=-1.0, duplicate_captions=mode)
+        loss_fn.batch_caption_keys = keys
+        got = loss_fn(x, y, s, text_negatives=neg)
+        dup = (keys[:, None] == keys[None, :]) & ~torch.eye(6, dtype=torch.bool)
+        total = 0.0
+        for i in range(6):
+            # image i: every caption (duplicates masked, or positives) and every negative caption
+            li = torch.cat([s * y @ x[i], s * neg @ x[i]])
+            lt = s * x @ y[i]  # caption i: the images only
+            if mode == "mask":
+                li[:6] = li[:6].masked_fill(dup[i], float("-inf"))
+                lt = lt.masked_fill(dup[:, i], float("-inf"))
+                total += -li.log_softmax(0)[i] - lt.log_softmax(0)[i]
+            else:
+                pos = dup[i] | (torch.arange(6) == i)
+                total += -li.log_softmax(0)[:6][pos].mean() - lt.log_softmax(0)[pos].mean()
+        torch.testing.assert_close(got, total / 12)
+    with pytest.raises(ValueError, match="captions' shape"):
+        mmcl.create_loss("cluster_infonce")(x, y, s, text_negatives=neg[:3])
+
+
 @pytest.fixture
 def negatives_corpus(tiny_corpus, tmp_path):
     path = tmp_path / "train-neg.jsonl"
@@ -45,6 +72,26 @@ def negatives_corpus(tiny_corpus, tmp_path):
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     assert counts["all"] == len(rows) and all(len(r["negatives"]) >= 2 for r in rows)
     return path, rows
+
+
+def test_merged_items_can_keep_each_rows_own_caption(tiny_corpus, negatives_corpus, tmp_path, capsys):
+    import csv
+
+    from mmcl.cli import main
+
+    _, canonical = negatives_corpus
+    out = tmp_path / "kept.jsonl"
+    assert (
+        main(["data", "make-compositional", str(tiny_corpus / "train.csv"), str(out), "--merge", "--keep-captions"])
+        == 0
+    )
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    with open(tiny_corpus / "train.csv", newline="") as f:
+        titles = [r["title"] for r in csv.DictReader(f)]
+    assert [r["caption"] for r in kept] == titles
+    assert [r["negatives"] for r in kept] == [r["negatives"] for r in canonical]  # the same seeded edits
+    assert main(["data", "make-compositional", str(tiny_corpus / "train.csv"), str(out), "--keep-captions"]) != 0
+    assert "--keep-captions applies to --merge" in capsys.readouterr().err
 
 
 def test_items_carry_one_seeded_negative_and_rows_without_one_are_skipped(negatives_corpus, tmp_path):
