@@ -238,6 +238,9 @@ class EvalDatasetConfig:
     # backbone's feature map, trained on train_path's masks and scored on this dataset's
     mask_key: str | None = None
     dense_probe_epochs: int = 30
+    # the side the probe's images and masks are resized to (default: the tower's input size); a larger
+    # one gives a finer feature map (a stride-8 tower: 6x6 at 48 px, 12x12 at 96 px)
+    dense_probe_size: int | None = None
     # finetune: fine-tune the whole vision tower (and, as the baseline, the same architecture from
     # random init) on these fractions of train_path's labelled items, scored on this dataset
     finetune_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1])
@@ -652,6 +655,10 @@ def validate(recipe: Recipe) -> None:
             f"{key}: the dense_probe task needs mask_key (the column of segmentation masks)",
         )
         _check(ds.dense_probe_epochs >= 1, f"{key}.dense_probe_epochs must be >= 1, got {ds.dense_probe_epochs}")
+        _check(
+            ds.dense_probe_size is None or ds.dense_probe_size >= 16,
+            f"{key}.dense_probe_size must be >= 16 (or null: the tower's input size), got {ds.dense_probe_size}",
+        )
         _check(
             bool(ds.finetune_fractions) and all(0 < f <= 1 for f in ds.finetune_fractions),
             f"{key}.finetune_fractions must be a non-empty list of fractions in (0, 1], got {ds.finetune_fractions}",

@@ -28,11 +28,12 @@ MLP learnt from near-duplicate captions), ``hard+calibrated-text`` (the two best
 together), ``sampler`` (cluster-aware batches, no other policy), ``duplicates`` (pairs whose
 captions are equal after normalisation masked: certain false negatives, no clusters needed) and
 ``duplicates-positive`` (those pairs counted as extra positives), ``contained`` (pairs whose
-caption j's words appear in caption i in order masked: likely false negatives) and
-``contained-positive``; ``negatives`` (NegCLIP: InfoNCE plus one hard-negative caption per pair,
-a minimal edit of the scene's description, from ``data/shapes-fn/train-negatives.jsonl``) and
-``contained+negatives``; ``oracle`` (exactly the true false negatives masked, from the corpus's
-truth: the ceiling of masking), ``mask+calibrated``, ``mask+hard`` and ``contained-positive`` on request.
+caption j's words appear in caption i in order masked: likely false negatives); ``negatives``
+(NegCLIP: InfoNCE plus one hard-negative caption per pair, a minimal edit of the scene's
+description, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negatives``;
+``oracle`` (exactly the true false negatives masked, from the corpus's truth: the ceiling of
+masking). On request: ``contained+hard`` and ``contained+sampler`` (the contained mask with the
+``hard`` policy or the ``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
 
     python evaluation/negatives/bench_negatives.py                        # 15 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
@@ -375,14 +376,16 @@ def plots(rows: list[dict], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm in dict.fromkeys(r["arm"] for r in rows):
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    colours = plt.get_cmap("tab20").colors  # one colour per arm, up to 20
+    for k, arm in enumerate(arms):
         curves = [r["curve"] for r in rows if r["arm"] == arm]
         steps = [s for s, _ in curves[0]]
         mean = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
-        ax.plot(steps, mean, label=arm)
+        ax.plot(steps, mean, label=arm, color=colours[k % len(colours)], linestyle="-" if k < 20 else "--")
     ax.set(xlabel="step", ylabel="training loss (mean over seeds)", title="Learning curves per arm")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     fig.savefig(out.with_name(out.name + "_curves.png"), dpi=110)
     written.append(out.name + "_curves.png")

@@ -140,10 +140,11 @@ def paired_image_retrieval(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, 
 def segmentation_splits(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> dict[str, tuple]:
     """``{"train": (maps, masks, skipped), "test": ...}``: the vision tower's frozen feature maps
     (N, C, h, w) of ``train_path`` and ``path``, their masks (N, H, W) and skip counts. Images and
-    masks are resized to the tower's input size."""
+    masks are resized to ``dense_probe_size``, by default the tower's input size."""
     tower = adapter.vision_tower()
     data_cfg = tower.data_config()
-    size, mean, std = data_cfg["input_size"][-1], data_cfg["mean"], data_cfg["std"]
+    native, mean, std = data_cfg["input_size"][-1], data_cfg["mean"], data_cfg["std"]
+    size = ds_cfg.dense_probe_size or native
     splits = {}
     for name, path, limit in (
         ("train", ds_cfg.train_path, ds_cfg.train_max_items),
@@ -152,7 +153,15 @@ def segmentation_splits(adapter, ds_cfg: EvalDatasetConfig, batch_size: int) -> 
         images, masks, skipped = load_segmentation(
             path, ds_cfg.image_key, ds_cfg.mask_key, size, mean, std, ds_cfg.separator, limit
         )
-        feats = dense_features(lambda x: tower.dense_features(x.to(adapter.device)), images, batch_size)
+        try:
+            feats = dense_features(lambda x: tower.dense_features(x.to(adapter.device)), images, batch_size)
+        except (AssertionError, RuntimeError) as e:  # e.g. a ViT's fixed position embeddings
+            if size == native:
+                raise
+            raise ConfigError(
+                f"{ds_cfg.name}: dense_probe_size={size}: the vision tower does not take {size}px inputs ({e}); "
+                f"valid: null (its input size, {native}) or a size it accepts (convolutional towers take any)"
+            ) from None
         splits[name] = (feats, masks, skipped)
     return splits
 

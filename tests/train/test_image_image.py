@@ -100,6 +100,7 @@ def test_densecl_resumes_exactly_and_probes_per_pixel_and_by_fine_tuning(ssl_cor
                 finetune_fractions=[0.25, 1.0],
                 finetune_epochs=2,
             )
+            probe_cfg = dict(data["eval"]["datasets"][0])
             if name == "resumed":
                 data["eval"]["datasets"] = []
                 mmcl.Trainer(recipe_from_dict(data)).fit()
@@ -128,6 +129,27 @@ def test_densecl_resumes_exactly_and_probes_per_pixel_and_by_fine_tuning(ssl_cor
         gain = finetune[f"{frac}/pretrained_acc1"] - finetune[f"{frac}/scratch_acc1"]
         assert finetune[f"{frac}/gain_acc1"] == pytest.approx(gain)
     assert finetune["100%/num_train"] == 32 and finetune["num_test"] == 16
+    # a probe at another input side: the ViT (fixed position embeddings) is refused by name; a
+    # convolutional tower at twice the side reads a map twice as fine
+    from dataclasses import replace
+
+    from mmcl.config import EvalDatasetConfig
+    from mmcl.data import image_transforms
+    from mmcl.eval.runner import segmentation_splits
+
+    ds = EvalDatasetConfig(**{**probe_cfg, "tasks": ["dense_probe"], "dense_probe_size": 64})
+    with pytest.raises(ConfigError, match="dense_probe_size=64.*valid: null"):
+        segmentation_splits(MmclAdapter.from_run(tmp_path / "straight"), ds, 16)
+    cnn = ssl_recipe_dict(ssl_corpus, tmp_path / "cnn")
+    cnn["model"]["vision"] = {"name": "resnet18", "kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8]}}
+    cnn["model"]["vision"]["image_size"] = 32
+    recipe = recipe_from_dict(cnn)
+    model = mmcl.create_model(recipe.model)
+    eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)[1]
+    adapter = MmclAdapter(model, None, eval_tf, torch.device("cpu"), name="cnn")
+    grids = [segmentation_splits(adapter, replace(ds, dense_probe_size=side), 16)["test"] for side in (None, 64)]
+    assert tuple(grids[0][0].shape[-2:]) == (1, 1) and tuple(grids[1][0].shape[-2:]) == (2, 2)
+    assert tuple(grids[0][1].shape[-2:]) == (32, 32) and tuple(grids[1][1].shape[-2:]) == (64, 64)
 
 
 def test_moco_accumulation_follows_the_large_batch_curve(ssl_corpus, tmp_path):
