@@ -318,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-captions",
         action="store_true",
         help="with --merge: keep each row's own caption (title) instead of the canonical one rendered from its "
-        "key; the negatives are still minimal edits of the canonical description",
+        "key; the negatives are the same kinds of edits made to that caption's own words",
     )
     cv = dsub.add_parser(
         "convert",

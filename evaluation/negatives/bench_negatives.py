@@ -29,8 +29,8 @@ together), ``sampler`` (cluster-aware batches, no other policy), ``duplicates`` 
 captions are equal after normalisation masked: certain false negatives, no clusters needed) and
 ``duplicates-positive`` (those pairs counted as extra positives), ``contained`` (pairs whose
 caption j's words appear in caption i in order masked: likely false negatives); ``negatives``
-(NegCLIP: InfoNCE plus one hard-negative caption per pair, a minimal edit of the scene's
-description, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negatives``;
+(NegCLIP: InfoNCE plus one hard-negative caption per pair, a minimal edit of the pair's own
+caption, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negatives``;
 ``oracle`` (exactly the true false negatives masked, from the corpus's truth: the ceiling of
 masking). On request: ``contained+hard`` and ``contained+sampler`` (the contained mask with the
 ``hard`` policy or the ``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
@@ -136,7 +136,7 @@ ARMS = {
         "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
         "data": {"sampler": "clusters", "sampler_kwargs": {"clusters_per_block": 8, "block": 128}},
     },
-    # NegCLIP's hard-negative captions (minimal edits of each training scene's description), alone and
+    # NegCLIP's hard-negative captions (minimal edits of each training caption's own words), alone and
     # with the contained-caption mask: the compositional side of the goal
     "negatives": {"name": "infonce", "kwargs": {}, "data": NEGATIVES_DATA},
     "contained+negatives": {

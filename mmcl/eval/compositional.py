@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import random
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -134,6 +135,38 @@ def evaluate_compositional(adapter, path, image_root=None, batch_size=64, num_wo
     return metrics
 
 
+def _caption_edits(caption: str, rng: random.Random) -> dict[str, str]:
+    """Minimal edits of a shapes caption's own words, by type: ``replace_colour`` / ``replace_shape``
+    (the first colour / shape word), ``swap_colours`` (its first two different colour words) and
+    ``swap_relation`` (its relation, inverted). Only the edits the caption's words allow."""
+    from ..data.synthetic import COLOURS, INVERSE, SHAPES
+
+    def words_of(vocabulary):
+        return list(re.finditer(r"\b(" + "|".join(map(re.escape, vocabulary)) + r")\b", caption))
+
+    def put(spans: list[tuple[re.Match, str]]) -> str:
+        text, end = [], 0
+        for m, word in sorted(spans, key=lambda x: x[0].start()):
+            text += [caption[end : m.start()], word]
+            end = m.end()
+        return "".join(text) + caption[end:]
+
+    edits = {}
+    colours, shapes, relations = words_of(COLOURS), words_of(SHAPES), words_of(INVERSE)
+    if colours:
+        first = colours[0]
+        edits["replace_colour"] = put([(first, rng.choice([c for c in COLOURS if c != first.group()]))])
+    if shapes:
+        first = shapes[0]
+        edits["replace_shape"] = put([(first, rng.choice([x for x in SHAPES if x != first.group()]))])
+    other = next((m for m in colours[1:] if m.group() != colours[0].group()), None) if colours else None
+    if other is not None:
+        edits["swap_colours"] = put([(colours[0], other.group()), (other, colours[0].group())])
+    if relations:
+        edits["swap_relation"] = put([(relations[0], INVERSE[relations[0].group()])])
+    return edits
+
+
 def _parse_key(key: str) -> tuple[list[dict], str, str | None]:
     """Objects, position phrase and relation from a shapes-corpus ``key``."""
     parts = key.split("|")
@@ -165,7 +198,9 @@ def shapes_compositional_items(
     ``merge``: one row per image with all its negatives (type ``all``), the layout of training data
     for NegCLIP-style fine-tuning (``data.negatives_key: negatives``). ``keep_captions`` (with
     ``merge``): each row keeps its own caption (``title``: short, paraphrased, ...) as the positive,
-    and only the negatives are rendered from the key.
+    and its negatives are the same kinds of edits made to that caption's own words (NegCLIP's
+    recipe): a colour or shape word replaced, the two colour words swapped, the relation inverted.
+    A caption with no colour or shape word gets the canonical negatives instead.
     """
     from ..data.synthetic import COLOURS, INVERSE, SHAPES
 
@@ -195,8 +230,11 @@ def shapes_compositional_items(
             variants["swap_relation"] = _caption(objects, at, INVERSE[rel])
         if merge:
             path = os.path.normpath(os.path.join(image_dir, r["filepath"]))
-            caption = r["title"] if keep_captions else true
-            out.append({"filepath": path, "caption": caption, "negatives": list(variants.values()), "type": "all"})
+            caption, negatives = true, list(variants.values())
+            if keep_captions:
+                caption = r["title"]
+                negatives = list(_caption_edits(caption, rng).values()) or negatives
+            out.append({"filepath": path, "caption": caption, "negatives": negatives, "type": "all"})
             counts["all"] += 1
             continue
         for kind, negative in variants.items():
