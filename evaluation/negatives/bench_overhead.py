@@ -63,11 +63,9 @@ def main() -> None:
     opt = create_optimizer(model, recipe.train)
 
     def keys(loss_fn):  # what the trainer hands a duplicate-masking loss each step
-        if getattr(loss_fn, "duplicate_captions", "none") != "none":
-            if loss_fn.caption_match == "contained":
-                loss_fn.batch_caption_words = batch["caption_words"]
-            else:
-                loss_fn.batch_caption_keys = batch["caption_key"]
+        inputs = getattr(loss_fn, "caption_inputs", None)
+        if inputs is not None:
+            setattr(loss_fn, inputs[1], batch[inputs[0]])
 
     losses = {}
     for arm in args.arms:

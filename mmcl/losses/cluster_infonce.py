@@ -241,15 +241,25 @@ class ClusterGuidedInfoNCE(nn.Module):
         loss = loss * (len(sizes) * n / sum(sizes))
         return loss if margin_term is None else loss + margin_term
 
+    @property
+    def caption_inputs(self) -> tuple[str, str] | None:
+        """(the collate's batch key, this loss's attribute) of what each call needs about the
+        captions, or None: ``("caption_key", "batch_caption_keys")`` for equal captions,
+        ``("caption_words", "batch_caption_words")`` for contained ones. The trainer reads it."""
+        if self.duplicate_captions == "none":
+            return None
+        if self.caption_match == "contained":
+            return "caption_words", "batch_caption_words"
+        return "caption_key", "batch_caption_keys"
+
     def _duplicates(self, sizes, offset, n, positives):
         """This rank's duplicate-caption pairs, (images x all captions) and (captions x all images),
         or (None, None) when the policy is off."""
-        if self.duplicate_captions == "none":
+        if self.caption_inputs is None:
             return None, None
         contained_mode = self.caption_match == "contained"
-        attr, make = (
-            ("batch_caption_words", "caption_words") if contained_mode else ("batch_caption_keys", "caption_keys")
-        )
+        _, attr = self.caption_inputs
+        make = "caption_words" if contained_mode else "caption_keys"
         keys = getattr(self, attr)
         if keys is None:
             raise ValueError(
@@ -266,8 +276,11 @@ class ClusterGuidedInfoNCE(nn.Module):
         if not contained_mode:
             dup = duplicate_pairs(mine, all_keys, positives)
             return dup, dup
-        # image i (row) and caption j (column): caption j's words within caption i's
-        return contained(mine, all_keys) & ~positives, contained(all_keys, mine).T & ~positives
+        # image i (row) and caption j (column): caption j's words within caption i's; for the caption
+        # rows, the other way round (in one process, the same matrix transposed)
+        within = contained(mine, all_keys)
+        within_t = within.T if len(sizes) == 1 else contained(all_keys, mine).T
+        return within & ~positives, within_t & ~positives
 
     @torch.no_grad()
     def _record(self, ids: torch.Tensor, clusters: torch.Tensor) -> None:

@@ -121,14 +121,8 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        # duplicate-caption masking: the loss gets each step's caption keys (batch["caption_key"]), or
-        # with caption_match: contained their word keys (batch["caption_words"])
-        self.caption_keys = None
-        if getattr(self.loss_fn, "duplicate_captions", "none") != "none":
-            words = getattr(self.loss_fn, "caption_match", "equal") == "contained"
-            self.caption_keys = (
-                ("caption_words", "batch_caption_words") if words else ("caption_key", "batch_caption_keys")
-            )
+        # duplicate-caption masking: (batch key, loss attribute) of what the loss reads each step
+        self.caption_keys = getattr(self.loss_fn, "caption_inputs", None)
         if self.image_image and self.caption_keys:
             raise ConfigError(
                 "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
