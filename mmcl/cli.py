@@ -320,6 +320,15 @@ def _parser() -> argparse.ArgumentParser:
         help="with --merge: keep each row's own caption (title) instead of the canonical one rendered from its "
         "key; the negatives are the same kinds of edits made to that caption's own words",
     )
+    mc.add_argument(
+        "--prefer",
+        nargs="+",
+        default=[],
+        choices=["replace_colour", "replace_shape", "swap_colours", "swap_relation"],
+        metavar="TYPE",
+        help="with --merge: keep only these types of negative where a row has one, all its negatives otherwise "
+        "(choices: replace_colour, replace_shape, swap_colours, swap_relation)",
+    )
     cv = dsub.add_parser(
         "convert",
         help="write a CSV/TSV/JSONL file or an image folder as WebDataset shards",
@@ -571,8 +580,17 @@ def _data(args, parser) -> int:
             from .errors import ConfigError
 
             raise ConfigError("--keep-captions applies to --merge (training data); add --merge or drop it")
+        if args.prefer and not args.merge:
+            from .errors import ConfigError
+
+            raise ConfigError("--prefer applies to --merge (training data); add --merge or drop it")
         counts = shapes_compositional_items(
-            args.csv, args.out, seed=args.seed, merge=args.merge, keep_captions=args.keep_captions
+            args.csv,
+            args.out,
+            seed=args.seed,
+            merge=args.merge,
+            keep_captions=args.keep_captions,
+            prefer=tuple(args.prefer),
         )
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         return 0

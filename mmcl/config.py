@@ -84,6 +84,9 @@ class DataConfig:
     # hard-negative captions per row (CSV/JSONL; NegCLIP-style training with loss infonce): each
     # image is also scored against one of them (`mmcl data make-compositional --merge` writes them)
     negatives_key: str | None = None
+    # the share of rows that carry their hard-negative caption in a step, drawn per row and epoch
+    # (seeded): each negative is one more caption through the text tower, so fewer cost less time
+    negatives_fraction: float = 1.0
     separator: str = ","  # "\t" for TSV (a .tsv file uses tabs anyway)
     # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
     caption_separator: str | None = None
@@ -578,6 +581,15 @@ def validate(recipe: Recipe) -> None:
             t.accumulation_steps == 1,
             "data.negatives_key does not support train.accumulation_steps > 1 yet; valid value: 1",
         )
+    _check(
+        0.0 < d.negatives_fraction <= 1.0,
+        f"data.negatives_fraction must be in (0, 1], the share of rows that carry a hard-negative caption "
+        f"(got {d.negatives_fraction})",
+    )
+    _check(
+        d.negatives_fraction == 1.0 or d.negatives_key is not None,
+        "data.negatives_fraction needs data.negatives_key (the column of hard-negative captions)",
+    )
     if d.sampler == "clusters":
         _check(
             lo.name == "cluster_infonce",

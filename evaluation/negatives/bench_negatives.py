@@ -30,12 +30,16 @@ captions are equal after normalisation masked: certain false negatives, no clust
 ``duplicates-positive`` (those pairs counted as extra positives), ``contained`` (pairs whose
 caption j's words appear in caption i in order masked: likely false negatives); ``negatives``
 (NegCLIP: InfoNCE plus one hard-negative caption per pair, a minimal edit of the pair's own
-caption, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negatives``;
-``oracle`` (exactly the true false negatives masked, from the corpus's truth: the ceiling of
-masking). On request: ``contained+hard`` and ``contained+sampler`` (the contained mask with the
-``hard`` policy or the ``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
+caption, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negatives``, with
+``-half`` / ``-quarter`` variants where only that share of the rows carries its negative in a
+step (``data.negatives_fraction``: less text-tower time); ``contained+swaps`` (and ``-half``), whose
+negatives are only the colour and relation swaps where a caption has them
+(``make-compositional --prefer swap_colours swap_relation``); ``oracle`` (exactly the true false
+negatives masked, from the corpus's truth: the ceiling of masking). On request:
+``contained+hard`` and ``contained+sampler`` (the contained mask with the ``hard`` policy or the
+``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
 
-    python evaluation/negatives/bench_negatives.py                        # 15 arms, 3 seeds, 400 steps
+    python evaluation/negatives/bench_negatives.py                        # 19 arms, 3 seeds, 400 steps
     python evaluation/negatives/bench_negatives.py --steps 100 --seeds 0 --arms infonce mask   # quick look
 """
 
@@ -66,6 +70,13 @@ NEGATIVES_DATA = {
     "train": str(NEGATIVES_FILE.relative_to(ROOT)),
     "caption_key": "caption",
     "negatives_key": "negatives",
+}
+# the same rows with only the swap edits where a caption has one (two objects), all edits otherwise
+SWAPS_FILE = DATA / "train-negatives-swaps.jsonl"
+# how each negatives file is written: `mmcl data make-compositional data/shapes-fn/train.csv FILE ...`
+NEGATIVE_FILES = {
+    NEGATIVES_FILE: ["--merge", "--keep-captions"],
+    SWAPS_FILE: ["--merge", "--keep-captions", "--prefer", "swap_colours", "swap_relation"],
 }
 ARMS = {
     "infonce": {"name": "infonce", "kwargs": {}},
@@ -144,6 +155,29 @@ ARMS = {
         "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
         "data": NEGATIVES_DATA,
     },
+    # the same with a seeded share of the rows carrying their negative each step (data.negatives_fraction):
+    # each negative is a second text-tower pass, so these trade gain for per-step overhead
+    "contained+negatives-half": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "negatives_fraction": 0.5},
+    },
+    "contained+negatives-quarter": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "negatives_fraction": 0.25},
+    },
+    # the compositional test's swaps are at chance for every arm: the negatives all swaps where they can be
+    "contained+swaps": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT))},
+    },
+    "contained+swaps-half": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT)), "negatives_fraction": 0.5},
+    },
     # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
     "oracle": {"name": "fn_oracle", "kwargs": {}},
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy
@@ -168,6 +202,10 @@ DEFAULT_ARMS = [
     "contained",
     "negatives",
     "contained+negatives",
+    "contained+negatives-half",
+    "contained+negatives-quarter",
+    "contained+swaps",
+    "contained+swaps-half",
     "oracle",
 ]
 args_reuse = False
@@ -300,7 +338,8 @@ def run_arm(arm: str, steps: int, seed: int, out: Path, rows, truth, fn_rows, fn
     run = out / f"{arm}-seed{seed}"
     if args_reuse and (run / "bench_row.json").is_file():
         print(f"reusing the scores of {run}", flush=True)
-        return json.loads((run / "bench_row.json").read_text())
+        row = json.loads((run / "bench_row.json").read_text())
+        return {**row, "comp_types": row.get("comp_types") or comp_types(run)}
     if args_reuse and (run / "results.json").is_file():
         print(f"reusing {run}", flush=True)
     elif args_finished_only:
@@ -348,6 +387,7 @@ def score_arm(run: Path, arm: str, steps: int, seed: int, rows, truth, fn_rows, 
     )
     comp = json.loads(next(comp_dir.glob("*.json")).read_text())["metrics"]
     metrics["comp_acc"] = comp.get("acc", comp.get("compositional/acc"))
+    metrics["comp_types"] = comp_types(run)
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     speeds = [x["train/samples_per_s"] for x in logged if "train/samples_per_s" in x][1:]  # skip the warm-up window
     batch = 128
@@ -355,6 +395,18 @@ def score_arm(run: Path, arm: str, steps: int, seed: int, rows, truth, fn_rows, 
     metrics["curve"] = [(x["step"], x["train/loss"]) for x in logged if "train/loss" in x]
     metrics.update(score(run, arm, rows, truth, fn_rows, fn_truth))
     return {"arm": arm, "seed": seed, "steps": steps, **metrics}
+
+
+COMP_TYPES = ("replace_colour", "replace_shape", "swap_colours", "swap_relation")
+
+
+def comp_types(run: Path) -> dict[str, float]:
+    """Compositional accuracy per kind of negative caption, from the run's ``mmcl eval compositional``."""
+    files = sorted((run / "compositional").glob("*.json"))
+    if not files:
+        return {}
+    metrics = json.loads(files[0].read_text())["metrics"]
+    return {kind: metrics[f"acc/{kind}"] for kind in COMP_TYPES if f"acc/{kind}" in metrics}
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -440,11 +492,10 @@ def main() -> None:
     ensure_corpus(load_recipe(RECIPE).data.synthetic)
     if not (DATA / "compositional.jsonl").is_file():
         mmcl("data", "make-compositional", str(DATA / "test.csv"), str(DATA / "compositional.jsonl"))
-    if (
-        any("data" in ARMS[a] and "negatives_key" in ARMS[a]["data"] for a in args.arms)
-        and not NEGATIVES_FILE.is_file()
-    ):
-        mmcl("data", "make-compositional", str(DATA / "train.csv"), str(NEGATIVES_FILE), "--merge", "--keep-captions")
+    for path, options in NEGATIVE_FILES.items():
+        wanted = any(ARMS[a].get("data", {}).get("train") == str(path.relative_to(ROOT)) for a in args.arms)
+        if wanted and not path.is_file():
+            mmcl("data", "make-compositional", str(DATA / "train.csv"), str(path), *options)
     with open(DATA / "test.csv", newline="") as f:
         test_rows = list(csv.DictReader(f))
     truth = truth_matrix(test_rows)
@@ -509,6 +560,21 @@ def main() -> None:
                 cells.append(f"{vals[key][0]:.3f} +/- {vals[key][1]:.3f}")
         n = sum(r["arm"] == arm for r in rows)
         lines.append(f"| {arm} | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Compositional accuracy by kind of negative caption (mean +/- std over seeds; chance is 50%):",
+        "",
+        "| arm | " + " | ".join(k.replace("_", " ") for k in COMP_TYPES) + " |",
+        "|---|" + "---:|" * len(COMP_TYPES),
+    ]
+    for arm in summary:
+        per = [r.get("comp_types", {}) for r in rows if r["arm"] == arm]
+        cells = []
+        for kind in COMP_TYPES:
+            vals = [100 * p[kind] for p in per if kind in p]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            cells.append(f"{statistics.fmean(vals):.1f} +/- {sd:.1f}" if vals else "-")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     embeddings = out.with_name(out.name + "_embeddings.png")
     if embeddings.name not in images and embeddings.is_file():  # from the run that trained a cluster arm
         images.append(embeddings.name)

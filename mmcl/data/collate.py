@@ -17,7 +17,8 @@ class ImageTextCollate:
     Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``. A second
     image per item (``image2``, paired modalities) or a two-view transform's pair of tensors
     gives ``batch["images2"]``. Items with a hard-negative caption (``"negative"``) also give
-    ``neg_input_ids`` / ``neg_attention_mask``, padded like the captions. With ``tokenize=None``
+    ``neg_input_ids`` / ``neg_attention_mask``, padded like the captions: one row per item whose
+    ``"negative"`` is not None, in item order (zero rows when none has one). With ``tokenize=None``
     (image-only training) no text is kept.
     """
 
@@ -39,9 +40,11 @@ class ImageTextCollate:
         if "image2" in items[0]:
             batch["images2"] = torch.stack([it["image2"] for it in items])
         if self.tokenize is not None and "negative" in items[0]:
-            # captions and their hard negatives in one call: one padded length for both
+            # captions and their hard negatives in one call: one padded length for both. A row
+            # without one this step (data.negatives_fraction < 1) has None; there may be none at all
             n = len(items)
-            tokens = self.tokenize([it["text"] for it in items] + [it["negative"] for it in items])
+            negatives = [it["negative"] for it in items if it["negative"] is not None]
+            tokens = self.tokenize([it["text"] for it in items] + negatives)
             batch["input_ids"], batch["neg_input_ids"] = tokens["input_ids"][:n], tokens["input_ids"][n:]
             batch["attention_mask"], batch["neg_attention_mask"] = (
                 tokens["attention_mask"][:n],

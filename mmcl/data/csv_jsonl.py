@@ -73,6 +73,7 @@ class PairedImageTextDataset(MapPairs):
         image2_key: str | None = None,
         need_caption: bool = True,
         negatives_key: str | None = None,
+        negatives_fraction: float = 1.0,
     ):
         self.path = Path(path)
         rows = read_table(self.path, separator)
@@ -99,6 +100,7 @@ class PairedImageTextDataset(MapPairs):
         self.make = ItemMaker(transform, seed, caption_seed, need_caption)
         # hard-negative captions per row (NegCLIP-style training): a JSONL list, or a CSV cell split
         # on caption_separator; each read picks one, seeded like the caption
+        self.negatives_fraction = negatives_fraction
         self.negative_lists = (
             [caption_list(r.get(negatives_key), caption_separator) for r in rows] if negatives_key else None
         )
@@ -110,7 +112,8 @@ class PairedImageTextDataset(MapPairs):
         negatives = self.negative_lists[index]
         if not negatives:
             return None, "no_negative"
-        item["negative"] = self.make.negative(negatives, index, self.epoch)
+        carries = self.make.carries_negative(self.negatives_fraction, index, self.epoch)
+        item["negative"] = self.make.negative(negatives, index, self.epoch) if carries else None
         return item
 
     def __len__(self) -> int:

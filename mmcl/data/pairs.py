@@ -85,6 +85,11 @@ class ItemMaker:
         """One of a row's hard-negative captions, seeded like :meth:`caption` (its own stream)."""
         return negatives[random.Random(_mix(self.caption_seed, epoch, uid, 3)).randrange(len(negatives))]
 
+    def carries_negative(self, fraction: float, uid: int, epoch: int) -> bool:
+        """Whether a row's hard-negative caption is used in this epoch: always for ``fraction`` 1,
+        else with probability ``fraction``, seeded like :meth:`caption` (its own stream)."""
+        return fraction >= 1.0 or random.Random(_mix(self.caption_seed, epoch, uid, 4)).random() < fraction
+
     def _pixels(self, image, uid: int, epoch: int):
         if not isinstance(image, Image.Image):
             image, reason = load_image(image)

@@ -224,6 +224,7 @@ def build_train_data(
                 image2_key=data.image2_key,
                 need_caption=need_caption,
                 negatives_key=data.negatives_key,
+                negatives_fraction=data.negatives_fraction,
             )
         if data.sampler == "clusters":
             from ..negatives.sampler import ClusterBatchSampler

@@ -185,8 +185,16 @@ def _caption(objects: list[dict], at: str, rel: str | None) -> str:
     return f"a {d[0]} {at}" if rel is None else f"a {d[0]} {at}, {rel} a {d[1]}"
 
 
+EDIT_TYPES = ("replace_colour", "replace_shape", "swap_colours", "swap_relation")
+
+
 def shapes_compositional_items(
-    csv_path: str | Path, out_path: str | Path, seed: int = 0, merge: bool = False, keep_captions: bool = False
+    csv_path: str | Path,
+    out_path: str | Path,
+    seed: int = 0,
+    merge: bool = False,
+    keep_captions: bool = False,
+    prefer: tuple[str, ...] = (),
 ) -> Counter:
     """Write compositional items for a shapes-corpus split (``mmcl data make-synthetic``).
 
@@ -200,8 +208,13 @@ def shapes_compositional_items(
     ``merge``): each row keeps its own caption (``title``: short, paraphrased, ...) as the positive,
     and its negatives are the same kinds of edits made to that caption's own words (NegCLIP's
     recipe): a colour or shape word replaced, the two colour words swapped, the relation inverted.
-    A caption with no colour or shape word gets the canonical negatives instead.
+    A caption with no colour or shape word gets the canonical negatives instead. ``prefer`` (with
+    ``merge``): keep only these types of negative where a row has one, all its negatives otherwise
+    (e.g. the swaps, which one-object captions cannot have).
     """
+    unknown = sorted(set(prefer) - set(EDIT_TYPES))
+    if unknown:
+        raise ConfigError(f"prefer: unknown negative types {unknown}; valid choices: {', '.join(EDIT_TYPES)}")
     from ..data.synthetic import COLOURS, INVERSE, SHAPES
 
     rng = random.Random(seed)
@@ -230,10 +243,12 @@ def shapes_compositional_items(
             variants["swap_relation"] = _caption(objects, at, INVERSE[rel])
         if merge:
             path = os.path.normpath(os.path.join(image_dir, r["filepath"]))
-            caption, negatives = true, list(variants.values())
+            caption, edits = true, variants
             if keep_captions:
                 caption = r["title"]
-                negatives = list(_caption_edits(caption, rng).values()) or negatives
+                edits = _caption_edits(caption, rng) or variants
+            chosen = {k: v for k, v in edits.items() if k in prefer}
+            negatives = list((chosen or edits).values())
             out.append({"filepath": path, "caption": caption, "negatives": negatives, "type": "all"})
             counts["all"] += 1
             continue

@@ -37,14 +37,25 @@ def batch_sizes(n: int, world_size: int, device: torch.device) -> list[int]:
 
 def gather_with_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """Concatenate ``x`` (this rank's ``sizes[rank]`` rows) from every rank, keeping autograd."""
-    if len(sizes) == 1:
+    longest = max(sizes)
+    if len(sizes) == 1 or longest == 0:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    longest = max(sizes)
     padded = torch.nn.functional.pad(x, (0, 0, 0, longest - x.shape[0])) if x.shape[0] < longest else x
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
+
+
+def gather_text_negatives(negatives: torch.Tensor, text: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Every rank's hard-negative caption embeddings (NegCLIP), with gradient: (M, D) per rank,
+    any M (zero included: ``data.negatives_fraction`` < 1 draws them per row), D the captions'."""
+    if negatives.ndim != 2 or negatives.shape[1] != text.shape[1]:
+        raise ValueError(
+            f"text_negatives must be (M, {text.shape[1]}): any number of captions of the captions' width, "
+            f"got {tuple(negatives.shape)}"
+        )
+    return gather_with_grad(negatives.to(text.dtype), batch_sizes(negatives.shape[0], world_size, text.device))
 
 
 def gather_no_grad(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -49,7 +49,7 @@ from ..negatives.calibration import NegativeCalibrator, pair_features
 from ..negatives.clusters import SharedSpaceCentroids
 from ..negatives.duplicates import contained, duplicate_pairs
 from ._checks import check_rank_world
-from ._distributed import cross_modal_inputs, gather_no_grad, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_no_grad, gather_text_negatives, gather_with_grad
 from .base import register_loss
 
 
@@ -158,17 +158,13 @@ class ClusterGuidedInfoNCE(nn.Module):
         return logits
 
     def forward(self, image_features, text_features, logit_scale, logit_bias=None, text_negatives=None):
-        """``text_negatives``: one hard-negative caption embedding per pair (NegCLIP,
-        ``data.negatives_key``); every image also meets those of the whole global batch as extra
+        """``text_negatives``: hard-negative caption embeddings (NegCLIP, ``data.negatives_key``),
+        (M, D) per rank, M any; every image also meets those of the whole global batch as extra
         columns of its softmax, after the policies (they are never masked or re-weighted)."""
         img, txt, rank, sizes = cross_modal_inputs(image_features, text_features, self._rank, self._world_size)
         all_img, all_txt = gather_with_grad(img, sizes), gather_with_grad(txt, sizes)
         scale = logit_scale.to(img.dtype)
-        if text_negatives is not None and text_negatives.shape != text_features.shape:
-            raise ValueError(
-                f"text_negatives must have the captions' shape {tuple(text_features.shape)}, "
-                f"got {tuple(text_negatives.shape)}"
-            )
+        neg = None if text_negatives is None else gather_text_negatives(text_negatives, txt, len(sizes))
         offset, n = sum(sizes[:rank]), img.shape[0]
         logits_i = scale * img @ all_txt.T
         logits_t = scale * txt @ all_img.T
@@ -217,8 +213,7 @@ class ClusterGuidedInfoNCE(nn.Module):
             }
         if dup_i is not None:
             self.last_stats["duplicate_pairs"] = float(dup_i.sum()) / max(1, n)
-        if text_negatives is not None:  # NegCLIP's extra columns, image -> text only
-            neg = gather_with_grad(text_negatives.to(txt.dtype), sizes)
+        if neg is not None:  # NegCLIP's extra columns, image -> text only
             extra = scale * img @ neg.T
             logits_i = torch.cat([logits_i, extra if logit_bias is None else extra + logit_bias], 1)
         if multi_positive:

@@ -9,7 +9,7 @@ from torch import nn
 
 from ._checks import check_chunk_size, check_rank_world
 from ._chunked import chunked_row_cross_entropy, chunked_symmetric_infonce
-from ._distributed import cross_modal_inputs, gather_with_grad
+from ._distributed import cross_modal_inputs, gather_text_negatives, gather_with_grad
 from .base import register_loss
 
 
@@ -22,9 +22,10 @@ class InfoNCELoss(nn.Module):
     batch W*B, and the mean of the ranks' values is that process's value.
     Logits are computed in fp32 (or fp64 for fp64 inputs) whatever the feature dtype.
 
-    With ``text_negatives`` (one hard-negative caption embedding per pair, NegCLIP, Yuksekgonul et
-    al. 2023) the image->text direction also scores every image against the W*B gathered
-    negatives: ``CE(s * X [Y; N]^T, I)``; the text->image direction is unchanged.
+    With ``text_negatives`` (hard-negative caption embeddings, NegCLIP, Yuksekgonul et al. 2023:
+    one per pair, or M <= B per rank with ``data.negatives_fraction``) the image->text direction
+    also scores every image against all the gathered negatives: ``CE(s * X [Y; N]^T, I)``; the
+    text->image direction is unchanged.
 
     Args:
         label_smoothing: as in ``torch.nn.functional.cross_entropy``; 0 is plain CLIP.
@@ -70,13 +71,8 @@ class InfoNCELoss(nn.Module):
         if text_negatives is not None:
             if self.chunk_size is not None:
                 raise ValueError("text_negatives is not supported with chunk_size yet; set chunk_size: null")
-            if text_negatives.shape != text_features.shape:
-                raise ValueError(
-                    f"text_negatives must have the captions' shape {tuple(text_features.shape)}, "
-                    f"got {tuple(text_negatives.shape)}"
-                )
             # NegCLIP: every image also meets every hard-negative caption of the global batch
-            neg = gather_with_grad(text_negatives.to(txt.dtype), sizes)
+            neg = gather_text_negatives(text_negatives, txt, len(sizes))
             all_txt = torch.cat([all_txt, neg])
         if self.chunk_size is not None and len(sizes) == 1:
             # One process: both directions from one pass over one logit matrix. (A constant bias

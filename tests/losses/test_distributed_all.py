@@ -18,6 +18,8 @@ import mmcl
 
 # How each loss is called: "pair" = (image, text, scale, bias); "views" = (z0, z1); "labels" = (z0, z1, labels);
 # "labels1" = (z0, None, labels); "negatives" = "pair" + text_negatives (a function of a and b);
+# "some-negatives" = "negatives" for the rows whose label is 1 only (data.negatives_fraction < 1: a rank
+# may have none);
 # "pair-keys" = "pair" with the labels as the batch's caption keys; "pair-words" = "pair" with the labels
 # picking each caption's words from WORDS (one-way containment: caption 0 within 1, 1 within 2).
 # Registered names missing here (e.g. a memory-bank loss) are skipped.
@@ -26,6 +28,7 @@ CASES = {
     "infonce-smooth": ("infonce", {"label_smoothing": 0.1}, "pair"),
     "infonce-chunked": ("infonce", {"chunk_size": 3, "label_smoothing": 0.1}, "pair"),
     "infonce-negatives": ("infonce", {}, "negatives"),  # NegCLIP: hard-negative captions as extra columns
+    "infonce-some-negatives": ("infonce", {}, "some-negatives"),
     "siglip": ("siglip", {}, "pair"),
     "siglip-chunked": ("siglip", {"chunk_size": 2}, "pair"),
     "triplet": ("triplet", {}, "pair"),
@@ -59,6 +62,7 @@ CASES = {
         "pair-keys",
     ),
     "cluster-negatives": ("cluster_infonce", {"k": 3, "false_negatives": "mask"}, "negatives"),  # NegCLIP columns
+    "cluster-some-negatives": ("cluster_infonce", {"k": 3, "false_negatives": "mask"}, "some-negatives"),
     "cluster-contained": (
         "cluster_infonce",
         {"k": 3, "duplicate_captions": "mask", "caption_match": "contained"},
@@ -103,8 +107,10 @@ def run_case(case, a, b, labels, scale, bias, loss_kwargs=None):
             loss_fn.batch_caption_words = WORDS[labels]
         loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c)
         feats, scalars = [a, b], [s, c]
-    elif style == "negatives":
+    elif style in ("negatives", "some-negatives"):
         negatives = F.normalize(b[:, [1, 2, 3, 4, 5, 0]] + 0.5 * a, dim=-1)
+        if style == "some-negatives":
+            negatives = negatives[labels == 1]
         loss = loss_fn(F.normalize(a, dim=-1), F.normalize(b, dim=-1), s, c, text_negatives=negatives)
         feats, scalars = [a, b], [s, c]
     elif style == "views":

@@ -18,9 +18,11 @@ from mmcl.eval.compositional import shapes_compositional_items
 from ..conftest import tiny_recipe_dict
 
 
-def test_infonce_with_text_negatives_matches_handwritten_math():
+@pytest.mark.parametrize("m", [5, 2, 0])  # one negative per pair, or fewer (data.negatives_fraction < 1)
+def test_infonce_with_text_negatives_matches_handwritten_math(m):
     g = torch.Generator().manual_seed(0)
     x, y, neg = (F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(3))
+    neg = neg[:m]
     s = 7.0
     got = mmcl.create_loss("infonce")(x, y, torch.tensor(s, dtype=torch.float64), text_negatives=neg)
     total = 0.0
@@ -31,9 +33,12 @@ def test_infonce_with_text_negatives_matches_handwritten_math():
         total += -(rows[i] - math.log(sum(math.exp(v) for v in rows)))
     assert abs(float(got) - total / 10) < 1e-10
     plain = mmcl.create_loss("infonce")(x, y, torch.tensor(s, dtype=torch.float64))
-    assert float(got) > float(plain)  # the negatives add columns to the image->text softmax
-    with pytest.raises(ValueError, match="captions' shape"):
-        mmcl.create_loss("infonce")(x, y, torch.tensor(s), text_negatives=neg[:3])
+    if m:
+        assert float(got) > float(plain)  # the negatives add columns to the image->text softmax
+    else:
+        torch.testing.assert_close(got, plain)
+    with pytest.raises(ValueError, match=r"text_negatives must be \(M, 4\)"):
+        mmcl.create_loss("infonce")(x, y, torch.tensor(s), text_negatives=neg[:, :3])
     with pytest.raises(ValueError, match="chunk_size"):
         mmcl.create_loss("infonce", chunk_size=2)(x, y, torch.tensor(s), text_negatives=neg)
 
@@ -43,15 +48,15 @@ def test_cluster_infonce_takes_the_negatives_after_its_policies():
     x, y, neg = (F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1) for _ in range(3))
     s = torch.tensor(7.0, dtype=torch.float64)
     keys = torch.tensor([1, 2, 1, 3, 4, 2])
-    for mode in ("mask", "positive"):
+    for mode, m in (("mask", 6), ("positive", 6), ("mask", 2), ("positive", 3)):
         loss_fn = mmcl.create_loss("cluster_infonce", gate=-1.0, duplicate_captions=mode)
         loss_fn.batch_caption_keys = keys
-        got = loss_fn(x, y, s, text_negatives=neg)
+        got = loss_fn(x, y, s, text_negatives=neg[:m])
         dup = (keys[:, None] == keys[None, :]) & ~torch.eye(6, dtype=torch.bool)
         total = 0.0
         for i in range(6):
             # image i: every caption (duplicates masked, or positives) and every negative caption
-            li = torch.cat([s * y @ x[i], s * neg @ x[i]])
+            li = torch.cat([s * y @ x[i], s * neg[:m] @ x[i]])
             lt = s * x @ y[i]  # caption i: the images only
             if mode == "mask":
                 li[:6] = li[:6].masked_fill(dup[i], float("-inf"))
@@ -61,8 +66,8 @@ def test_cluster_infonce_takes_the_negatives_after_its_policies():
                 pos = dup[i] | (torch.arange(6) == i)
                 total += -li.log_softmax(0)[:6][pos].mean() - lt.log_softmax(0)[pos].mean()
         torch.testing.assert_close(got, total / 12)
-    with pytest.raises(ValueError, match="captions' shape"):
-        mmcl.create_loss("cluster_infonce")(x, y, s, text_negatives=neg[:3])
+    with pytest.raises(ValueError, match=r"text_negatives must be \(M, 4\)"):
+        mmcl.create_loss("cluster_infonce")(x, y, s, text_negatives=neg[:, :3])
 
 
 @pytest.fixture
@@ -86,7 +91,8 @@ def test_merged_items_can_keep_each_rows_own_caption(tiny_corpus, negatives_corp
     )
     kept = [json.loads(x) for x in out.read_text().splitlines()]
     with open(tiny_corpus / "train.csv", newline="") as f:
-        titles = [r["title"] for r in csv.DictReader(f)]
+        table = list(csv.DictReader(f))
+    titles = [r["title"] for r in table]
     assert [r["caption"] for r in kept] == titles
     for row in kept:  # each negative: one or two of the caption's own words changed
         words = row["caption"].split()
@@ -96,6 +102,29 @@ def test_merged_items_can_keep_each_rows_own_caption(tiny_corpus, negatives_corp
             assert len(negative.split()) == len(words) and changed in (1, 2), (row["caption"], negative)
     assert main(["data", "make-compositional", str(tiny_corpus / "train.csv"), str(out), "--keep-captions"]) != 0
     assert "--keep-captions applies to --merge" in capsys.readouterr().err
+
+    # --prefer: only the swaps where a caption has one (two objects), all its edits otherwise
+    swaps = tmp_path / "swaps.jsonl"
+    args = ["data", "make-compositional", str(tiny_corpus / "train.csv"), str(swaps), "--merge", "--keep-captions"]
+    assert main([*args, "--prefer", "swap_colours", "swap_relation"]) == 0
+    swapped = [json.loads(x) for x in swaps.read_text().splitlines()]
+    assert [r["caption"] for r in swapped] == titles
+    two_objects = 0
+    for row, full, r in zip(swapped, kept, table):
+        words = row["caption"].split()
+        if len(r["key"].split("|")) == 4:  # two objects and a relation
+            two_objects += 1
+            assert set(row["negatives"]) < set(full["negatives"]) and 1 <= len(row["negatives"]) <= 2
+            for negative in row["negatives"]:  # a swap: the same words, or the relation inverted
+                assert (
+                    sorted(negative.split()) == sorted(words)
+                    or sum(a != b for a, b in zip(words, negative.split())) == 1
+                )
+        else:
+            assert row["negatives"] == full["negatives"]
+    assert two_objects > 0
+    with pytest.raises(ConfigError, match="unknown negative types.*valid choices: replace_colour"):
+        shapes_compositional_items(tiny_corpus / "train.csv", swaps, merge=True, prefer=("swap_shapes",))
 
 
 def test_items_carry_one_seeded_negative_and_rows_without_one_are_skipped(negatives_corpus, tmp_path):
@@ -127,6 +156,26 @@ def test_items_carry_one_seeded_negative_and_rows_without_one_are_skipped(negati
     assert batch["skipped"] == {"no_negative": 1} and batch["size"] == 2
     assert batch["neg_input_ids"].shape == batch["input_ids"].shape == batch["neg_attention_mask"].shape
 
+    # data.negatives_fraction: a seeded share of the rows carries its negative, a new draw per epoch
+    some = PairedImageTextDataset(
+        path, lambda im: torch.zeros(3, 8, 8), caption_key="caption", negatives_key="negatives", negatives_fraction=0.3
+    )
+    rows = [json.loads(x) for x in path.read_text().splitlines()]  # as written (row 0 was emptied above)
+    carried = []
+    for epoch in range(4):
+        some.set_epoch(epoch)
+        items = [some[i] for i in range(len(rows))]
+        assert [it["negative"] for it in items] == [some[i]["negative"] for i in range(len(rows))]
+        carried.append([it["negative"] is not None for it in items])
+        batch = ImageTextCollate(tokenize)(items)
+        assert batch["neg_input_ids"].shape[0] == sum(carried[-1]) and batch["size"] == len(rows)
+        for it in items:
+            assert it["negative"] is None or it["negative"] in rows[it["index"]]["negatives"]
+    share = sum(map(sum, carried)) / (4 * len(rows))
+    assert 0.15 < share < 0.45 and len({tuple(c) for c in carried}) > 1, share
+    none = ImageTextCollate(tokenize)([{**it, "negative": None} for it in items])
+    assert none["neg_input_ids"].shape == (0, none["input_ids"].shape[1])
+
 
 def negclip_recipe(tiny_corpus, path, out, **train):
     data = tiny_recipe_dict(tiny_corpus, out, **train)
@@ -148,8 +197,14 @@ def test_training_uses_the_negatives(tiny_corpus, negatives_corpus, tmp_path):
     without = negclip_recipe(tiny_corpus, path, tmp_path / "plain", steps=2)
     without["data"]["negatives_key"] = None
     without["name"], without["train"]["output_dir"] = "plain", str(tmp_path / "plain")
+    half = negclip_recipe(tiny_corpus, path, tmp_path / "half", steps=2)
+    half["data"]["negatives_fraction"] = 0.5
+    half["name"], half["train"]["output_dir"] = "half", str(tmp_path / "half")
     # batch 8: log(16) columns per image instead of log(8) at random init
-    assert first_loss(with_neg) > first_loss(without) + 0.1
+    losses = first_loss(without), first_loss(half), first_loss(with_neg)
+    assert losses[2] > losses[0] + 0.1
+    # same init and batch: half the rows' negatives are a subset of all of them (some, not none)
+    assert losses[0] < losses[1] < losses[2], losses
 
 
 def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
@@ -157,6 +212,14 @@ def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     data["loss"] = {"name": "siglip"}
     with pytest.raises(ConfigError, match="negatives_key: hard-negative captions are scored by loss.name: infonce"):
+        recipe_from_dict(data)
+    data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
+    for bad in (0.0, 1.5):
+        data["data"]["negatives_fraction"] = bad
+        with pytest.raises(ConfigError, match=r"negatives_fraction must be in \(0, 1\]"):
+            recipe_from_dict(data)
+    data["data"].update(negatives_fraction=0.5, negatives_key=None)
+    with pytest.raises(ConfigError, match="negatives_fraction needs data.negatives_key"):
         recipe_from_dict(data)
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r", accumulation_steps=2)
     with pytest.raises(ConfigError, match="accumulation_steps > 1 yet; valid value: 1"):
