@@ -87,6 +87,9 @@ class DataConfig:
     # the share of rows that carry their hard-negative caption in a step, drawn per row and epoch
     # (seeded): each negative is one more caption through the text tower, so fewer cost less time
     negatives_fraction: float = 1.0
+    # false: the negatives are encoded by a forward pass without gradient (a third of their cost);
+    # only the images learn from them, the text tower from the captions alone
+    negatives_grad: bool = True
     separator: str = ","  # "\t" for TSV (a .tsv file uses tabs anyway)
     # several captions in one CSV cell, split on this (JSONL: a list); training picks one per read
     caption_separator: str | None = None
@@ -589,6 +592,10 @@ def validate(recipe: Recipe) -> None:
     _check(
         d.negatives_fraction == 1.0 or d.negatives_key is not None,
         "data.negatives_fraction needs data.negatives_key (the column of hard-negative captions)",
+    )
+    _check(
+        d.negatives_grad or d.negatives_key is not None,
+        "data.negatives_grad: false needs data.negatives_key (the column of hard-negative captions)",
     )
     if d.sampler == "clusters":
         _check(

@@ -34,7 +34,8 @@ caption, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negative
 ``-half`` / ``-quarter`` variants where only that share of the rows carries its negative in a
 step (``data.negatives_fraction``: less text-tower time); ``contained+swaps`` (and ``-half``), whose
 negatives are only the colour and relation swaps where a caption has them
-(``make-compositional --prefer swap_colours swap_relation``); ``oracle`` (exactly the true false
+(``make-compositional --prefer swap_colours swap_relation``); ``-nograd`` variants of both, whose
+negatives are encoded without gradient (``data.negatives_grad: false``); ``oracle`` (exactly the true false
 negatives masked, from the corpus's truth: the ceiling of masking). On request:
 ``contained+hard`` and ``contained+sampler`` (the contained mask with the ``hard`` policy or the
 ``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
@@ -177,6 +178,18 @@ ARMS = {
         "name": "cluster_infonce",
         "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
         "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT)), "negatives_fraction": 0.5},
+    },
+    # the negatives encoded without gradient (data.negatives_grad: false): a forward pass, a third of
+    # their text-tower cost; only the image tower learns from them
+    "contained+negatives-nograd": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "negatives_grad": False},
+    },
+    "contained+swaps-nograd": {
+        "name": "cluster_infonce",
+        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT)), "negatives_grad": False},
     },
     # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
     "oracle": {"name": "fn_oracle", "kwargs": {}},

@@ -8,7 +8,8 @@ first (the gate opened on real embeddings), so every policy does its full work i
 The cluster-aware sampler has no per-step cost (it orders each epoch once, at its start).
 Arms with NegCLIP's hard-negative captions (``--arms ... contained+negatives``) take the first
 batch of their own data (the same rows, with each row's negative when it carries one this step),
-and the negatives go through the text tower with the captions, as in the trainer.
+and the negatives go through the text tower with the captions, as in the trainer (or, for the
+``-nograd`` arms, by a second pass without gradient: ``data.negatives_grad: false``).
 
     python evaluation/negatives/bench_overhead.py            # 30 rounds, the loss-only arms
     python evaluation/negatives/bench_overhead.py --arms infonce contained contained+negatives \
@@ -74,17 +75,21 @@ def main() -> None:
         data.start_epoch(epoch=0, batch_in_epoch=0, progress={})
         return next(iter(data.loader))
 
-    def forward(batch: dict, loss_fn):
+    def forward(batch: dict, loss_fn, negatives_grad: bool = True):
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        if "neg_input_ids" in batch:  # as the trainer does: the negatives in the same text pass
+        joint = "neg_input_ids" in batch and negatives_grad
+        if joint:  # as the trainer does: the negatives in the same text pass
             ids, mask = torch.cat([ids, batch["neg_input_ids"]]), torch.cat([mask, batch["neg_attention_mask"]])
         out = model(batch["images"], ids, mask)
         inputs = getattr(loss_fn, "caption_inputs", None)  # what the trainer hands a masking loss each step
         if inputs is not None:
             setattr(loss_fn, inputs[1], batch[inputs[0]])
         n, text, extra = batch["input_ids"].shape[0], out.text_embeds, {}
-        if "neg_input_ids" in batch:
+        if joint:
             text, extra["text_negatives"] = text[:n], text[n:]
+        elif "neg_input_ids" in batch:  # data.negatives_grad: false, a second pass without gradient
+            with torch.no_grad():
+                extra["text_negatives"] = model.encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
         return call_cross_modal(loss_fn, out.image_embeds, text, out.logit_scale, **extra)
 
     losses, batches = {}, {}
@@ -97,7 +102,7 @@ def main() -> None:
             forward(batches[arm], losses[arm])
 
     def step(arm):
-        loss = forward(batches[arm], losses[arm])
+        loss = forward(batches[arm], losses[arm], ARMS[arm].get("data", {}).get("negatives_grad", True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

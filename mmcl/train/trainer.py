@@ -331,10 +331,13 @@ class Trainer:
                 out = self.model(batch["images"], batch["images2"])
             else:
                 ids, mask = batch["input_ids"], batch["attention_mask"]
-                if "neg_input_ids" in batch:  # hard-negative captions go through the text tower in the same pass
+                negatives = "neg_input_ids" in batch
+                if negatives and self.recipe.data.negatives_grad:  # hard negatives share the captions' text pass
                     ids = torch.cat([ids, batch["neg_input_ids"]])
                     mask = torch.cat([mask, batch["neg_attention_mask"]])
                 out = self.model(batch["images"], ids, mask)
+                if negatives and not self.recipe.data.negatives_grad:
+                    neg_text = self._encode_negatives(batch["neg_input_ids"], batch["neg_attention_mask"])
         bias = out.logit_bias.float() if out.logit_bias is not None else None
         if self.image_image:
             inputs = {n: t.float() for n, t in loss_inputs(out).items()}
@@ -343,10 +346,20 @@ class Trainer:
             except ValueError as e:
                 raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
         text, extra = out.text_embeds.float(), {}
-        if "neg_input_ids" in batch:
+        if "neg_input_ids" in batch and self.recipe.data.negatives_grad:
             n = batch["input_ids"].shape[0]
             text, extra["text_negatives"] = text[:n], text[n:]
+        elif "neg_input_ids" in batch:
+            extra["text_negatives"] = neg_text.float()
         return call_cross_modal(self.loss_fn, out.image_embeds.float(), text, out.logit_scale.float(), bias, **extra)
+
+    @torch.no_grad()
+    def _encode_negatives(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``data.negatives_grad: false``: the hard-negative captions by a forward pass of the text
+        tower without gradient (in the same train mode as the captions'). A step may have none."""
+        if ids.shape[0] == 0:
+            return torch.zeros(0, self.recipe.model.embed_dim, device=ids.device)
+        return self.unwrapped.encode_text(ids, mask)
 
     def _train_step(self, batches: list[dict]) -> float | None:
         """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with

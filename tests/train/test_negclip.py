@@ -207,6 +207,57 @@ def test_training_uses_the_negatives(tiny_corpus, negatives_corpus, tmp_path):
     assert losses[0] < losses[1] < losses[2], losses
 
 
+def test_negatives_without_gradient_train_only_the_images_on_them(tiny_corpus, negatives_corpus, tmp_path):
+    # data.negatives_grad: false encodes the negatives by a separate no-grad pass: the same loss, the
+    # same image-tower gradient, and a text-tower gradient from the captions alone
+    from mmcl.losses.base import call_cross_modal
+
+    path, _ = negatives_corpus
+    trainers = {}
+    for grad in (True, False):
+        data = negclip_recipe(tiny_corpus, path, tmp_path / str(grad), steps=1)
+        data["data"]["negatives_grad"] = grad
+        trainers[grad] = mmcl.Trainer(recipe_from_dict(data))
+        trainers[grad].model.eval()  # no dropout: the two passes see the same towers
+    batch = next(iter(trainers[True].loader))
+    assert batch["neg_input_ids"].shape[0] > 0
+
+    def run(trainer, b):
+        trainer.model.zero_grad()
+        loss = trainer._batch_loss(b)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    (loss_joint, g_joint), (loss_sep, g_sep) = run(trainers[True], batch), run(trainers[False], batch)
+    torch.testing.assert_close(loss_sep, loss_joint, rtol=1e-5, atol=1e-6)
+    vision = [n for n in g_joint if n.startswith(("vision.", "image_proj."))]
+    text = [n for n in g_joint if n.startswith(("text.", "text_proj."))]
+    assert vision and text
+    for n in vision + ["logit_scale"]:
+        torch.testing.assert_close(g_sep[n], g_joint[n], rtol=1e-4, atol=1e-6)
+    assert any(not torch.allclose(g_sep[n], g_joint[n], atol=1e-6) for n in text)
+
+    model = trainers[False].model  # by hand: the negatives' embeddings detached
+    model.zero_grad()
+    out = model(batch["images"], batch["input_ids"], batch["attention_mask"])
+    neg = model.encode_text(batch["neg_input_ids"], batch["neg_attention_mask"]).detach()
+    loss = call_cross_modal(
+        trainers[False].loss_fn, out.image_embeds, out.text_embeds, out.logit_scale, text_negatives=neg
+    )
+    loss.backward()
+    for n in text:
+        torch.testing.assert_close(g_sep[n], dict(model.named_parameters())[n].grad, rtol=1e-4, atol=1e-6)
+
+    # a step in which no row carries its negative (data.negatives_fraction < 1): the plain loss
+    empty = {
+        **batch,
+        "neg_input_ids": batch["neg_input_ids"][:0],
+        "neg_attention_mask": batch["neg_attention_mask"][:0],
+    }
+    plain = {k: v for k, v in batch.items() if not k.startswith("neg_")}
+    torch.testing.assert_close(run(trainers[False], empty)[0], run(trainers[False], plain)[0])
+
+
 def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
     path, _ = negatives_corpus
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
@@ -220,6 +271,9 @@ def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
             recipe_from_dict(data)
     data["data"].update(negatives_fraction=0.5, negatives_key=None)
     with pytest.raises(ConfigError, match="negatives_fraction needs data.negatives_key"):
+        recipe_from_dict(data)
+    data["data"].update(negatives_fraction=1.0, negatives_grad=False)
+    with pytest.raises(ConfigError, match="negatives_grad: false needs data.negatives_key"):
         recipe_from_dict(data)
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r", accumulation_steps=2)
     with pytest.raises(ConfigError, match="accumulation_steps > 1 yet; valid value: 1"):
