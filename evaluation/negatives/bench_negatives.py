@@ -79,6 +79,9 @@ NEGATIVE_FILES = {
     NEGATIVES_FILE: ["--merge", "--keep-captions"],
     SWAPS_FILE: ["--merge", "--keep-captions", "--prefer", "swap_colours", "swap_relation"],
 }
+# the contained-caption mask alone (the base of the combinations below)
+CONTAINED = {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"}
+SWAPS_DATA = {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT))}
 ARMS = {
     "infonce": {"name": "infonce", "kwargs": {}},
     "hcl": {"name": "hcl", "kwargs": {"temperature": 0.07}},  # image and caption as its two views
@@ -126,7 +129,7 @@ ARMS = {
     # likely false negatives: (image i, caption j) with caption j's words within caption i's, in order
     "contained": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
     },
     "contained-positive": {
         "name": "cluster_infonce",
@@ -145,7 +148,7 @@ ARMS = {
     },
     "contained+sampler": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
         "data": {"sampler": "clusters", "sampler_kwargs": {"clusters_per_block": 8, "block": 128}},
     },
     # NegCLIP's hard-negative captions (minimal edits of each training caption's own words), alone and
@@ -153,43 +156,43 @@ ARMS = {
     "negatives": {"name": "infonce", "kwargs": {}, "data": NEGATIVES_DATA},
     "contained+negatives": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
         "data": NEGATIVES_DATA,
     },
     # the same with a seeded share of the rows carrying their negative each step (data.negatives_fraction):
     # each negative is a second text-tower pass, so these trade gain for per-step overhead
     "contained+negatives-half": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
         "data": {**NEGATIVES_DATA, "negatives_fraction": 0.5},
     },
     "contained+negatives-quarter": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
         "data": {**NEGATIVES_DATA, "negatives_fraction": 0.25},
     },
     # the compositional test's swaps are at chance for every arm: the negatives all swaps where they can be
     "contained+swaps": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
-        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT))},
+        "kwargs": CONTAINED,
+        "data": SWAPS_DATA,
     },
     "contained+swaps-half": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
-        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT)), "negatives_fraction": 0.5},
+        "kwargs": CONTAINED,
+        "data": {**SWAPS_DATA, "negatives_fraction": 0.5},
     },
     # the negatives encoded without gradient (data.negatives_grad: false): a forward pass, a third of
     # their text-tower cost; only the image tower learns from them
     "contained+negatives-nograd": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
+        "kwargs": CONTAINED,
         "data": {**NEGATIVES_DATA, "negatives_grad": False},
     },
     "contained+swaps-nograd": {
         "name": "cluster_infonce",
-        "kwargs": {**CLUSTER, "duplicate_captions": "mask", "caption_match": "contained"},
-        "data": {**NEGATIVES_DATA, "train": str(SWAPS_FILE.relative_to(ROOT)), "negatives_grad": False},
+        "kwargs": CONTAINED,
+        "data": {**SWAPS_DATA, "negatives_grad": False},
     },
     # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
     "oracle": {"name": "fn_oracle", "kwargs": {}},

@@ -55,6 +55,7 @@ def main() -> None:
     from mmcl.losses.base import call_cross_modal
     from mmcl.models import create_model
     from mmcl.train.optim import create_optimizer
+    from mmcl.train.trainer import image_text_forward
 
     recipe = mmcl_lib.load_recipe(RECIPE)
     ensure_corpus(recipe.data.synthetic)
@@ -76,20 +77,11 @@ def main() -> None:
         return next(iter(data.loader))
 
     def forward(batch: dict, loss_fn, negatives_grad: bool = True):
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        joint = "neg_input_ids" in batch and negatives_grad
-        if joint:  # as the trainer does: the negatives in the same text pass
-            ids, mask = torch.cat([ids, batch["neg_input_ids"]]), torch.cat([mask, batch["neg_attention_mask"]])
-        out = model(batch["images"], ids, mask)
+        out, text, negatives = image_text_forward(model, batch, negatives_grad)  # as the trainer does
         inputs = getattr(loss_fn, "caption_inputs", None)  # what the trainer hands a masking loss each step
         if inputs is not None:
             setattr(loss_fn, inputs[1], batch[inputs[0]])
-        n, text, extra = batch["input_ids"].shape[0], out.text_embeds, {}
-        if joint:
-            text, extra["text_negatives"] = text[:n], text[n:]
-        elif "neg_input_ids" in batch:  # data.negatives_grad: false, a second pass without gradient
-            with torch.no_grad():
-                extra["text_negatives"] = model.encode_text(batch["neg_input_ids"], batch["neg_attention_mask"])
+        extra = {} if negatives is None else {"text_negatives": negatives}
         return call_cross_modal(loss_fn, out.image_embeds, text, out.logit_scale, **extra)
 
     losses, batches = {}, {}

@@ -59,6 +59,27 @@ class TrainingError(RuntimeError):
     """The run cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
+def image_text_forward(model, batch: dict, negatives_grad: bool = True, encode_text=None):
+    """The towers on an image-text batch: ``(output, caption embeddings, negative embeddings or
+    None)``. Hard-negative captions (``neg_input_ids``) share the captions' text pass, or, with
+    ``negatives_grad`` false, get a second pass of ``encode_text`` (the unwrapped model's) without
+    gradient, in the same train mode. A step may carry no negatives at all."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if "neg_input_ids" not in batch:
+        out = model(batch["images"], ids, mask)
+        return out, out.text_embeds, None
+    neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
+    if negatives_grad:
+        out = model(batch["images"], torch.cat([ids, neg_ids]), torch.cat([mask, neg_mask]))
+        n = ids.shape[0]
+        return out, out.text_embeds[:n], out.text_embeds[n:]
+    out = model(batch["images"], ids, mask)
+    if neg_ids.shape[0] == 0:
+        return out, out.text_embeds, out.text_embeds.new_zeros(0, out.text_embeds.shape[1])
+    with torch.no_grad():
+        return out, out.text_embeds, (encode_text or model.encode_text)(neg_ids, neg_mask)
+
+
 class Trainer:
     """Builds everything a recipe describes and trains it.
 
@@ -330,14 +351,9 @@ class Trainer:
             if self.image_image:
                 out = self.model(batch["images"], batch["images2"])
             else:
-                ids, mask = batch["input_ids"], batch["attention_mask"]
-                negatives = "neg_input_ids" in batch
-                if negatives and self.recipe.data.negatives_grad:  # hard negatives share the captions' text pass
-                    ids = torch.cat([ids, batch["neg_input_ids"]])
-                    mask = torch.cat([mask, batch["neg_attention_mask"]])
-                out = self.model(batch["images"], ids, mask)
-                if negatives and not self.recipe.data.negatives_grad:
-                    neg_text = self._encode_negatives(batch["neg_input_ids"], batch["neg_attention_mask"])
+                out, text, negatives = image_text_forward(
+                    self.model, batch, self.recipe.data.negatives_grad, self.unwrapped.encode_text
+                )
         bias = out.logit_bias.float() if out.logit_bias is not None else None
         if self.image_image:
             inputs = {n: t.float() for n, t in loss_inputs(out).items()}
@@ -345,21 +361,10 @@ class Trainer:
                 return full_batch_loss(self.loss_fn, inputs, out.logit_scale.float(), bias, [batch])
             except ValueError as e:
                 raise TrainingError(f"loss {self.recipe.loss.name}: {e}") from None
-        text, extra = out.text_embeds.float(), {}
-        if "neg_input_ids" in batch and self.recipe.data.negatives_grad:
-            n = batch["input_ids"].shape[0]
-            text, extra["text_negatives"] = text[:n], text[n:]
-        elif "neg_input_ids" in batch:
-            extra["text_negatives"] = neg_text.float()
-        return call_cross_modal(self.loss_fn, out.image_embeds.float(), text, out.logit_scale.float(), bias, **extra)
-
-    @torch.no_grad()
-    def _encode_negatives(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``data.negatives_grad: false``: the hard-negative captions by a forward pass of the text
-        tower without gradient (in the same train mode as the captions'). A step may have none."""
-        if ids.shape[0] == 0:
-            return torch.zeros(0, self.recipe.model.embed_dim, device=ids.device)
-        return self.unwrapped.encode_text(ids, mask)
+        extra = {} if negatives is None else {"text_negatives": negatives.float()}
+        return call_cross_modal(
+            self.loss_fn, out.image_embeds.float(), text.float(), out.logit_scale.float(), bias, **extra
+        )
 
     def _train_step(self, batches: list[dict]) -> float | None:
         """One optimizer step over one batch, or over ``accumulation_steps`` micro-batches with
