@@ -103,10 +103,13 @@ class DataConfig:
     shuffle_block: int = 256  # streams: samples shuffled within blocks of this many per shard
     batch_size: int = 64  # per process
     num_workers: int = 0
-    # map-style sources: "random" (a seeded permutation) or "clusters": stretches of each epoch drawn
+    # map-style sources: "random" (a seeded permutation); "clusters": stretches of each epoch drawn
     # from neighbouring clusters of a cluster_infonce loss, so hard negatives share a batch
-    # (mmcl.negatives.ClusterBatchSampler; sampler_kwargs: clusters_per_block, block)
-    sampler: Literal["random", "clusters"] = "random"
+    # (mmcl.negatives.ClusterBatchSampler; sampler_kwargs: clusters_per_block, block); "caption_edits":
+    # each caption beside a training caption one minimal edit away (words reordered, or one word
+    # replaced), a compositional hard negative at no extra cost (mmcl.negatives.CaptionEditBatchSampler,
+    # CSV/JSONL; sampler_kwargs: fraction, edits)
+    sampler: Literal["random", "clusters", "caption_edits"] = "random"
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig | None = None  # generate this corpus first if it is not on disk
@@ -607,8 +610,26 @@ def validate(recipe: Recipe) -> None:
         _check(not bad, f"data.sampler_kwargs: unknown {bad}; valid keys: block, clusters_per_block")
         for key, value in d.sampler_kwargs.items():
             _check(isinstance(value, int) and value >= 1, f"data.sampler_kwargs.{key} must be an integer >= 1")
+    elif d.sampler == "caption_edits":
+        from .negatives.edit_pairs import EDITS
+
+        bad = sorted(set(d.sampler_kwargs) - {"fraction", "edits"})
+        _check(
+            not bad, f"data.sampler_kwargs: unknown {bad} for data.sampler: caption_edits; valid keys: edits, fraction"
+        )
+        fraction = d.sampler_kwargs.get("fraction", 1.0)
+        _check(
+            isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1,
+            f"data.sampler_kwargs.fraction must be a number in (0, 1] (got {fraction!r})",
+        )
+        edits = d.sampler_kwargs.get("edits", list(EDITS))
+        _check(
+            isinstance(edits, list) and edits and all(e in EDITS for e in edits),
+            f"data.sampler_kwargs.edits must be a non-empty list of {', '.join(EDITS)} (got {edits!r})",
+        )
+        _check(m.kind == "image_text", f"data.sampler: caption_edits pairs captions; model.kind is {m.kind!r}")
     else:
-        _check(not d.sampler_kwargs, "data.sampler_kwargs is for data.sampler: clusters")
+        _check(not d.sampler_kwargs, "data.sampler_kwargs is for data.sampler: clusters or caption_edits")
     if getattr(loss, "needs_bias", False) and m.logit_bias_init is None:
         raise ConfigError(
             f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "

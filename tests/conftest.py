@@ -82,6 +82,63 @@ def run_one_and_two_processes(tmp_path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
 
 
+def straight_and_resumed(tmp_path, make_recipe, stop_at: int, check=None):
+    """Train ``make_recipe(out_dir)`` straight through, and again stopped at ``stop_at`` and resumed
+    from its latest checkpoint. ``check(trainer)`` runs on every trainer before it fits. Returns the
+    two runs' last checkpoint folders."""
+    import mmcl
+    from mmcl.config import recipe_from_dict
+    from mmcl.train import latest_checkpoint
+
+    runs = {}
+    for name, legs in {"straight": [{}], "resumed": [{"stop_at_step": stop_at}, {"resume": "latest"}]}.items():
+        for leg in legs:
+            data = make_recipe(tmp_path / name)
+            data["train"].update(leg)
+            trainer = mmcl.Trainer(recipe_from_dict(data))
+            if check is not None:
+                check(trainer)
+            trainer.fit()
+        runs[name] = latest_checkpoint(tmp_path / name)
+    return runs["straight"], runs["resumed"]
+
+
+def assert_same_weights(run_a, run_b) -> None:
+    """The model weights of two checkpoint folders agree to float32 round-off."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(run_a / "model.safetensors")), load_file(str(run_b / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def one_and_two_process_losses(tmp_path, make_recipe) -> tuple[list[float], list[float]]:
+    """Train ``make_recipe(out_dir)`` (a recipe dict with a per-process batch of 8) in one process
+    and, with half the batch, in two; dropout off. Returns the logged losses of each run."""
+    import json
+
+    import yaml
+
+    for name, batch in (("one", 8), ("two", 4)):
+        data = make_recipe(tmp_path / name)
+        data["data"]["batch_size"] = batch
+        data["model"]["text"]["config"] = {
+            **data["model"]["text"]["config"],
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        }
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    run_one_and_two_processes(tmp_path)
+
+    def losses(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["train/loss"] for x in lines if "train/loss" in x]
+
+    return losses(tmp_path / "one"), losses(tmp_path / "two")
+
+
 def ssl_recipe_dict(corpus, out_dir, loss="ntxent", **train) -> dict:
     """A complete image-image recipe (two augmented views, one tiny ViT) for ``ssl_corpus``."""
     return {

@@ -194,6 +194,14 @@ ARMS = {
         "kwargs": CONTAINED,
         "data": {**SWAPS_DATA, "negatives_grad": False},
     },
+    # each caption beside a training caption one minimal edit away (data.sampler: caption_edits): the
+    # edits as ordinary rows, each with its own image, at no extra encoding cost
+    "contained+edits": {"name": "cluster_infonce", "kwargs": CONTAINED, "data": {"sampler": "caption_edits"}},
+    "contained+reorder": {
+        "name": "cluster_infonce",
+        "kwargs": CONTAINED,
+        "data": {"sampler": "caption_edits", "sampler_kwargs": {"edits": ["reorder"]}},
+    },
     # the ceiling: exactly the true false negatives masked, read from the corpus (oracle_loss.py)
     "oracle": {"name": "fn_oracle", "kwargs": {}},
     "sampler": {  # (c): each batch from a neighbourhood of 8 clusters, no other policy

@@ -232,6 +232,18 @@ def build_train_data(
             sampler = ClusterBatchSampler(
                 len(dataset), data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs
             )
+        elif data.sampler == "caption_edits":
+            from ..negatives.edit_pairs import CaptionEditBatchSampler
+
+            captions = getattr(dataset, "captions", None)
+            if captions is None:
+                raise ConfigError(
+                    f"data.sampler: caption_edits pairs the captions of a CSV/JSONL file; {data.train} is a {kind} "
+                    "source; valid choices for it: random, clusters"
+                )
+            sampler = CaptionEditBatchSampler(
+                captions, data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs
+            )
         else:
             sampler = ResumableBatchSampler(len(dataset), data.batch_size, rank, world_size, seed=seed)
         loader = torch.utils.data.DataLoader(

@@ -6,6 +6,8 @@
   likely false negatives and to up-weight hard negatives from neighbouring clusters.
 - :class:`ClusterBatchSampler` (``data.sampler: clusters``) fills stretches of each epoch from
   neighbouring clusters, so hard negatives share a batch.
+- :class:`CaptionEditBatchSampler` (``data.sampler: caption_edits``) puts each caption beside a
+  training caption one minimal edit away: compositional hard negatives in the batch, at no extra cost.
 - :func:`caption_keys`: keys of normalised captions; equal keys are certain false negatives
   (``duplicate_captions: mask`` or ``positive``). :func:`caption_words` / :func:`contained`: one
   caption's words within another's, in order, a likely false negative (``caption_match: contained``).
@@ -16,12 +18,14 @@
 from .calibration import NegativeCalibrator, pair_features
 from .clusters import SharedSpaceCentroids
 from .duplicates import caption_keys, caption_words, contained
+from .edit_pairs import CaptionEditBatchSampler
 from .sampler import ClusterBatchSampler
 
 __all__ = [
     "ClusterBatchSampler",
     "NegativeCalibrator",
     "SharedSpaceCentroids",
+    "CaptionEditBatchSampler",
     "caption_keys",
     "caption_words",
     "contained",

@@ -1,23 +1,17 @@
 """data.sampler: clusters (mmcl.negatives.ClusterBatchSampler): epoch coverage across ranks,
 neighbourhood grouping, exact resume, and a 2-process run equal to one process."""
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
-from safetensors.torch import load_file
 
-import mmcl
 from mmcl.config import recipe_from_dict
 from mmcl.data.sampler import ResumableBatchSampler
 from mmcl.errors import ConfigError
 from mmcl.losses import create_loss
 from mmcl.negatives.sampler import ClusterBatchSampler
-from mmcl.train import latest_checkpoint
 
-from ..conftest import run_one_and_two_processes, tiny_recipe_dict
+from ..conftest import assert_same_weights, one_and_two_process_losses, straight_and_resumed, tiny_recipe_dict
 
 
 def families(n=240, k=8, seed=0):
@@ -156,34 +150,17 @@ def test_config_errors_name_the_choices(tiny_corpus, tmp_path):
 
 def test_stop_and_resume_with_the_cluster_sampler_equals_a_straight_run(tiny_corpus, tmp_path):
     # 48 samples / batch 8 = 6 batches per epoch: epoch 1 is ordered by clusters; stop inside it.
-    runs = {}
-    for name, legs in {"straight": [{}], "resumed": [{"stop_at_step": 9}, {"resume": "latest"}]}.items():
-        for leg in legs:
-            data = sampler_recipe(tiny_corpus, tmp_path / name, steps=14, checkpoint_every=100, **leg)
-            mmcl.Trainer(recipe_from_dict(data)).fit()
-        runs[name] = latest_checkpoint(tmp_path / name)
-    state = torch.load(runs["straight"] / "state.pt", weights_only=True)
+    straight, resumed = straight_and_resumed(
+        tmp_path, lambda out: sampler_recipe(tiny_corpus, out, steps=14, checkpoint_every=100), 9
+    )
+    state = torch.load(straight / "state.pt", weights_only=True)
     assert state["sampler"]["clusters"] is not None and (state["sampler"]["clusters"] >= 0).any()
-    a, b = load_file(str(runs["straight"] / "model.safetensors")), load_file(str(runs["resumed"] / "model.safetensors"))
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_weights(straight, resumed)
 
 
 def test_two_processes_with_the_cluster_sampler_match_one_process(tiny_corpus, tmp_path):
-    def losses(run):
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x)["train/loss"] for x in lines if "train/loss" in x]
-
-    for name, batch in (("one", 8), ("two", 4)):
-        data = sampler_recipe(tiny_corpus, tmp_path / name, steps=9, checkpoint_every=100)
-        data["data"]["batch_size"] = batch
-        data["model"]["text"]["config"] = {
-            **data["model"]["text"]["config"],
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
-        }
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    run_one_and_two_processes(tmp_path)
-    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    a, b = one_and_two_process_losses(
+        tmp_path, lambda out: sampler_recipe(tiny_corpus, out, steps=9, checkpoint_every=100)
+    )
     assert len(a) == len(b) == 9  # the last 3 steps are in the cluster-ordered epoch
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-5, atol=1e-6)
