@@ -35,7 +35,10 @@ caption, from ``data/shapes-fn/train-negatives.jsonl``) and ``contained+negative
 step (``data.negatives_fraction``: less text-tower time); ``contained+swaps`` (and ``-half``), whose
 negatives are only the colour and relation swaps where a caption has them
 (``make-compositional --prefer swap_colours swap_relation``); ``-nograd`` variants of both, whose
-negatives are encoded without gradient (``data.negatives_grad: false``); ``oracle`` (exactly the true false
+negatives are encoded without gradient (``data.negatives_grad: false``); ``contained+edits``
+(and ``contained+reorder``): the contained mask with batches that put each caption beside a training
+caption one minimal edit away (``data.sampler: caption_edits``; reordered words only), so the
+edits are ordinary rows, each with its own image, at no extra encoding cost; ``oracle`` (exactly the true false
 negatives masked, from the corpus's truth: the ceiling of masking). On request:
 ``contained+hard`` and ``contained+sampler`` (the contained mask with the ``hard`` policy or the
 ``sampler``), ``contained-positive``, ``mask+calibrated`` and ``mask+hard``.
@@ -537,10 +540,17 @@ def main() -> None:
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not any(r.get("_clusters") for r in rows):  # reused scores: embed one cluster arm for the map
-        pick = next((r for r in rows if ARMS[r["arm"]]["name"] == "cluster_infonce"), None)
+
+        def run_of(r: dict) -> Path:
+            return Path(args.out) / f"{r['arm']}-seed{r['seed']}"
+
+        # the first cluster arm whose run is here (rows joined with --include may come from elsewhere)
+        pick = next(
+            (r for r in rows if ARMS[r["arm"]]["name"] == "cluster_infonce" and (run_of(r) / "recipe.yaml").is_file()),
+            None,
+        )
         if pick is not None:
-            run = Path(args.out) / f"{pick['arm']}-seed{pick['seed']}"
-            pick.update(score(run, pick["arm"], test_rows, truth, fn_rows, fn_truth))
+            pick.update(score(run_of(pick), pick["arm"], test_rows, truth, fn_rows, fn_truth))
     images = plots(rows, out)
     command = " ".join(["python evaluation/negatives/bench_negatives.py", *sys.argv[1:]])
     summary = summarise(rows)
