@@ -36,8 +36,8 @@ step (``data.negatives_fraction``: less text-tower time); ``contained+swaps`` (a
 negatives are only the colour and relation swaps where a caption has them
 (``make-compositional --prefer swap_colours swap_relation``); ``-nograd`` variants of both, whose
 negatives are encoded without gradient (``data.negatives_grad: false``); ``contained+edits``
-(and ``contained+reorder``): the contained mask with batches that put each caption beside a training
-caption one minimal edit away (``data.sampler: caption_edits``; reordered words only), so the
+(and ``contained+reorder``, reordered words only): the contained mask with batches that put each
+caption beside a training caption one minimal edit away (``data.sampler: caption_edits``), so the
 edits are ordinary rows, each with its own image, at no extra encoding cost; ``oracle`` (exactly the true false
 negatives masked, from the corpus's truth: the ceiling of masking). On request:
 ``contained+hard`` and ``contained+sampler`` (the contained mask with the ``hard`` policy or the

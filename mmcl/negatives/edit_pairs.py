@@ -43,17 +43,21 @@ def partner_groups(captions: list[str], edits: tuple[str, ...] = EDITS) -> list[
     """Groups of rows whose captions are related by one of ``edits``: rows sharing an edit key
     (the sorted words for ``reorder``; the words with one place blanked for ``replace``). Only
     groups holding at least two different texts are kept."""
+    return _groups([tuple(normalise_caption(c).split()) for c in captions], edits)
+
+
+def _groups(words_of_rows: list[tuple[str, ...]], edits: tuple[str, ...]) -> list[list[int]]:
+    """:func:`partner_groups` on captions already normalised and split into words."""
     unknown = sorted(set(edits) - set(EDITS))
     if unknown or not edits:
         raise ValueError(f"edits must be a non-empty list of {', '.join(EDITS)} (got {list(edits)})")
     by_key: dict[tuple, list[int]] = defaultdict(list)
     texts: dict[tuple, set[tuple[str, ...]]] = defaultdict(set)
-    for i, caption in enumerate(captions):
-        words = tuple(normalise_caption(caption).split())
-        keys = []
-        if "reorder" in edits and len(words) > 1:
-            keys.append(("reorder", *sorted(words)))
-        if "replace" in edits and len(words) > 1:
+    for i, words in enumerate(words_of_rows):
+        if len(words) < 2:
+            continue
+        keys = [("reorder", *sorted(words))] if "reorder" in edits else []
+        if "replace" in edits:
             keys += [("replace", *words[:p], None, *words[p + 1 :]) for p in range(len(words))]
         for key in keys:
             by_key[key].append(i)
@@ -85,8 +89,8 @@ class CaptionEditBatchSampler(ResumableBatchSampler):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         self.fraction, self.edits = fraction, tuple(edits)
-        self.text = [normalise_caption(c) for c in captions]
-        self.groups = partner_groups(captions, self.edits)
+        self.text = [tuple(normalise_caption(c).split()) for c in captions]  # compared, never shown
+        self.groups = _groups(self.text, self.edits)
         self.row_groups: list[list[int]] = [[] for _ in captions]
         for gid, rows in enumerate(self.groups):
             for row in rows:
