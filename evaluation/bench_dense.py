@@ -5,7 +5,10 @@ Arms (``recipes/densecl-quickstart.yaml``: the narrow ResNet-10 with output stri
 - densecl: the recipe as written (DenseCL, dense weight 0.5 after a 50-step warm-up);
 - global: the same recipe with ``loss.kwargs.dense_weight=0``: MoCo v2 on the same model, data, steps and
   seed (the dense head is built but never weighted), i.e. the image-level loss alone;
-- random: the same backbone at random init, no training.
+- random: the same backbone at random init, no training;
+- densecl-geometry (on request): the recipe with ``loss.kwargs.match=geometry``: each query cell's
+  positive is the key cell nearest to it in the source image, from the views' crop boxes, instead of
+  the most similar backbone feature.
 
 Every arm is scored by the same evaluators (``mmcl.eval.evaluate``) on 1,000 unseen scenes:
 - ``dense_probe``: a per-pixel linear probe (1x1 conv on the frozen 6x6 feature map, bilinear upsampling,
@@ -41,7 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/densecl-quickstart.yaml"
-ARMS = ("densecl", "global", "random")
+ARMS = ("densecl", "global", "random", "densecl-geometry")
 SCHEMES = ("shape", "colour")  # merged mask classes, see scheme_probes
 HEADLINE = [
     ("dense_probe", "mean_iou", "dense probe mIoU"),
@@ -65,6 +68,8 @@ def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = Non
     overrides.append(f"name=dense-bench-{arm}")
     if arm == "global":
         overrides.append("loss.kwargs.dense_weight=0")
+    if arm == "densecl-geometry":
+        overrides.append("loss.kwargs.match=geometry")
     return mmcl.load_recipe(ROOT / RECIPE, overrides)
 
 
@@ -201,7 +206,7 @@ def write_report(results: list[dict], args, command: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     p.add_argument("--runs", default=str(ROOT / "runs" / "dense-bench"), help="folder of the arms' run folders")
     p.add_argument("--retrain", action="store_true", help="train even where a finished run exists")
     p.add_argument(
@@ -245,7 +250,7 @@ def main() -> None:
             )
             print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
     command = "python evaluation/bench_dense.py --seeds " + " ".join(map(str, args.seeds))
-    if tuple(args.arms) != ARMS:
+    if tuple(args.arms) != ARMS[:3]:
         command += " --arms " + " ".join(args.arms)
     if args.finetune_arms != ["densecl"]:
         command += " --finetune-arms" + "".join(f" {a}" for a in args.finetune_arms)

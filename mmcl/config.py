@@ -740,6 +740,12 @@ def _validate_image_image(recipe: Recipe, loss) -> None:
         if is_dense
         else f"model.dense builds a dense head, which only loss.name: densecl trains (got {recipe.loss.name!r})",
     )
+    if is_dense and recipe.loss.kwargs.get("match") == "geometry":
+        _check(
+            d.image2_key is None and d.augment.enabled and d.augment.preset == "simclr",
+            "loss.kwargs.match: geometry pairs the cells of two crops of one image by their crop boxes: it needs "
+            "data.augment.enabled: true with preset: simclr and no data.image2_key (valid matches: features, geometry)",
+        )
     if m.momentum is not None:
         _check(0 <= m.momentum < 1, f"model.momentum must be in [0, 1), got {m.momentum}")
     _check(d.negatives_key is None, "data.negatives_key holds hard-negative captions: image-text training only")

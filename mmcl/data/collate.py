@@ -16,10 +16,11 @@ class ImageTextCollate:
 
     Items that are ``(None, reason)`` are dropped and counted in ``batch["skipped"]``. A second
     image per item (``image2``, paired modalities) or a two-view transform's pair of tensors
-    gives ``batch["images2"]``. Items with a hard-negative caption (``"negative"``) also give
-    ``neg_input_ids`` / ``neg_attention_mask``, padded like the captions: one row per item whose
-    ``"negative"`` is not None, in item order (zero rows when none has one). With ``tokenize=None``
-    (image-only training) no text is kept.
+    gives ``batch["images2"]``; views that know their crop (``(tensor, box)``, a located two-view
+    transform) also give ``batch["boxes"]`` and ``batch["boxes2"]``, (B, 4) each. Items with a
+    hard-negative caption (``"negative"``) also give ``neg_input_ids`` / ``neg_attention_mask``,
+    padded like the captions: one row per item whose ``"negative"`` is not None, in item order (zero
+    rows when none has one). With ``tokenize=None`` (image-only training) no text is kept.
     """
 
     def __init__(self, tokenize: Callable[[list[str]], dict] | None):
@@ -33,6 +34,10 @@ class ImageTextCollate:
             return batch
         first = items[0]["image"]
         if isinstance(first, (list, tuple)):  # views of one image (SimCLR-style two-view transform)
+            if isinstance(first[0], tuple):  # located views: (tensor, crop box) each
+                batch["boxes"] = torch.stack([it["image"][0][1] for it in items])
+                batch["boxes2"] = torch.stack([it["image"][1][1] for it in items])
+                items = [{**it, "image": [view[0] for view in it["image"]]} for it in items]
             batch["images"] = torch.stack([it["image"][0] for it in items])
             batch["images2"] = torch.stack([it["image"][1] for it in items])
         else:

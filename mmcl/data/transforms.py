@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from timm.data import create_transform
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ..config import AugmentConfig
 
 
-def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callable, Callable]:
-    """(train_transform, eval_transform) for a tower's ``timm.data.resolve_data_config`` output."""
+def image_transforms(data_config: dict, augment: AugmentConfig, located: bool = False) -> tuple[Callable, Callable]:
+    """(train_transform, eval_transform) for a tower's ``timm.data.resolve_data_config`` output.
+
+    ``located``: the training transform returns ``(tensor, box)``, where the crop came from (see
+    :class:`LocatedCrop`); only the ``simclr`` preset knows its crop."""
     common = dict(
         input_size=data_config["input_size"],
         interpolation=data_config.get("interpolation", "bicubic"),
@@ -18,6 +24,11 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
         std=data_config["std"],
     )
     eval_tf = create_transform(**common, is_training=False, crop_pct=1.0)
+    if located and not (augment.enabled and augment.preset == "simclr"):
+        raise ValueError(
+            "views that know where they were cropped need data.augment.enabled: true and preset: simclr "
+            f"(got enabled: {augment.enabled}, preset: {augment.preset})"
+        )
     if not augment.enabled:
         return eval_tf, eval_tf
     if augment.interpolation is not None:  # the training crop's resampling; evaluation keeps the tower's
@@ -37,6 +48,7 @@ def image_transforms(data_config: dict, augment: AugmentConfig) -> tuple[Callabl
             grayscale_prob=augment.grayscale,
             blur_prob=augment.blur,
             hflip=augment.hflip,
+            located=located,
         )
         return train_tf, eval_tf
     train_tf = create_transform(
@@ -65,23 +77,26 @@ def simclr_transform(
     hue: float | None = None,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     interpolation: str = "bicubic",
+    located: bool = False,
 ) -> Callable:
     """One SimCLR view (Chen et al. 2020, appendix A): random resized crop (scale ``min_scale``..
     ``max_scale``, aspect ``ratio``, resampled with ``interpolation``), horizontal flip, colour
     jitter (brightness/contrast/saturation ``0.8 s``, hue
     ``0.2 s`` unless ``hue`` is given) applied with probability ``jitter_prob``, grayscale, Gaussian
     blur (kernel ~10% of the side, sigma in ``blur_sigma``), then normalisation. Defaults are the
-    paper's ImageNet ones; small images (CIFAR-size) usually drop the blur (``blur_prob=0``)."""
-    from torchvision import transforms as T
+    paper's ImageNet ones; small images (CIFAR-size) usually drop the blur (``blur_prob=0``).
+
+    ``located``: the view comes with its crop box, ``(tensor, box)`` (:class:`LocatedCrop`), for
+    dense losses that pair locations by where they lie in the image. The random draws are the same
+    as without it, so a seed gives the same pixels either way."""
 
     s = jitter_strength
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd
-    steps = [
-        T.RandomResizedCrop(
-            size, scale=(min_scale, max_scale), ratio=ratio, interpolation=T.InterpolationMode(interpolation)
-        ),
-        T.RandomHorizontalFlip(hflip),
-    ]
+    crop_args = dict(scale=(min_scale, max_scale), ratio=ratio, interpolation=T.InterpolationMode(interpolation))
+    if located:
+        crop, steps = LocatedCrop(size, hflip=hflip, **crop_args), []
+    else:
+        steps = [T.RandomResizedCrop(size, **crop_args), T.RandomHorizontalFlip(hflip)]
     if s > 0 and jitter_prob > 0:
         jitter = T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s if hue is None else hue)
         steps.append(T.RandomApply([jitter], p=jitter_prob))
@@ -89,7 +104,42 @@ def simclr_transform(
     if blur_prob > 0:
         steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=blur_sigma)], p=blur_prob))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
+    return LocatedView(crop, T.Compose(steps)) if located else T.Compose(steps)
+
+
+class LocatedCrop(T.RandomResizedCrop):
+    """torchvision's random resized crop and a horizontal flip (probability ``hflip``) that also
+    return where the view lies in the source image: ``(image, box)``, box = (x0, y0, x1, y1) as
+    fractions of the source's width and height. A flipped view has x0 > x1, so a view position u in
+    [0, 1] (left to right) lies at x0 + u * (x1 - x0) in the source either way. The random draws
+    are those of ``RandomResizedCrop`` then ``RandomHorizontalFlip``."""
+
+    def __init__(self, size, hflip: float = 0.5, **kwargs):
+        super().__init__(size, **kwargs)
+        self.hflip = hflip
+
+    def forward(self, img):
+        top, left, h, w = self.get_params(img, self.scale, self.ratio)
+        out = TF.resized_crop(img, top, left, h, w, self.size, self.interpolation, antialias=self.antialias)
+        width, height = TF.get_image_size(img)
+        x0, x1 = left / width, (left + w) / width
+        if torch.rand(1) < self.hflip:
+            out, x0, x1 = TF.hflip(out), x1, x0
+        return out, torch.tensor([x0, top / height, x1, (top + h) / height])
+
+
+class LocatedView:
+    """A crop that knows its box, then the pixel-wise steps: ``view(image) -> (tensor, box)``."""
+
+    def __init__(self, crop: Callable, pixels: Callable):
+        self.crop, self.pixels = crop, pixels
+
+    def __call__(self, image) -> tuple:
+        image, box = self.crop(image)
+        return self.pixels(image), box
+
+    def __repr__(self) -> str:
+        return f"LocatedView({self.crop!r}, {self.pixels!r})"
 
 
 class MultiView:

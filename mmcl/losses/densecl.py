@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +13,8 @@ from ._checks import check_positive, check_rank_world, check_two_views
 from ._distributed import batch_sizes, dist_info, gather_no_grad
 from .base import register_loss
 from .moco import MoCoLoss
+
+MATCHES = ("features", "geometry")
 
 
 def match_locations(query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Tensor:
@@ -22,16 +26,59 @@ def match_locations(query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Ten
     return sim.argmax(dim=2)
 
 
+def _square_side(cells: int) -> int:
+    side = math.isqrt(cells)
+    if side * side != cells:
+        raise ValueError(f"matching cells by geometry needs a square feature map; got {cells} cells")
+    return side
+
+
+def cell_centres(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """Where the centre of every cell of a view's side x side map lies in the source image.
+
+    Shape: boxes (B, 4), each view's crop (x0, y0, x1, y1) as fractions of the source image, with
+    x0 > x1 for a flipped view (:class:`mmcl.data.transforms.LocatedCrop`) -> (B, side * side, 2)
+    source (x, y), cells in row-major order.
+    """
+    t = (torch.arange(side, dtype=boxes.dtype, device=boxes.device) + 0.5) / side
+    x = boxes[:, 0:1] + t * (boxes[:, 2:3] - boxes[:, 0:1])  # (B, side): column centres
+    y = boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2])  # (B, side): row centres
+    b = boxes.shape[0]
+    return torch.stack([x[:, None, :].expand(b, side, side), y[:, :, None].expand(b, side, side)], -1).flatten(1, 2)
+
+
+def match_by_geometry(
+    query_boxes: torch.Tensor, key_boxes: torch.Tensor, query_cells: int, key_cells: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every query cell, the key cell whose centre is nearest in the source image, and whether
+    the query cell's centre lies inside the key view at all (only those cells have a positive).
+
+    Shape: boxes (B, 4) as in :func:`cell_centres` -> indices (B, S) into the key cells, valid (B, S).
+    """
+    q = cell_centres(query_boxes, _square_side(query_cells))
+    k = cell_centres(key_boxes, _square_side(key_cells))
+    idx = torch.cdist(q, k).argmin(dim=2)
+    lo = torch.minimum(key_boxes[:, :2], key_boxes[:, 2:])[:, None]
+    hi = torch.maximum(key_boxes[:, :2], key_boxes[:, 2:])[:, None]
+    return idx, ((q >= lo) & (q <= hi)).all(dim=-1)
+
+
 @register_loss("densecl")
 class DenseCLLoss(nn.Module):
     """loss = (1 - w) * L_global + w * L_dense, with w = 0 for the first ``warmup_steps`` calls.
 
     - L_global: MoCo v2 on the pooled embeddings (queries vs momentum keys and a queue of past keys).
     - L_dense: every query location i has as its positive the dense key vector at the key location
-      whose *backbone* feature is most similar to location i's (:func:`match_locations`; the two
-      views are different crops, so geometry alone cannot say which cells correspond), and as
+      whose *backbone* feature is most similar to location i's (:func:`match_locations`), and as
       negatives a second queue holding the *pooled* dense key vector of past images. Cross-entropy
       over [positive, queue] / temperature, averaged over all query locations.
+
+    ``match: geometry`` (mmcl's variant; the positives of PixPro and VADeR are found the same way)
+    pairs locations by where they lie in the image instead: the views know their crop boxes
+    (the trainer sets ``batch_boxes`` from a located two-view transform), the positive of query
+    cell i is the key cell whose centre is nearest to cell i's in the source image, and cells that
+    lie outside the key view have no positive and are left out of the mean. This is exact from the
+    first step, where feature similarity says little.
 
     The warm-up (DenseCL trains the global loss alone first) matters because the matching reads
     backbone features, which say nothing at random init. It counts calls of this loss, which are
@@ -46,6 +93,7 @@ class DenseCLLoss(nn.Module):
         temperature: 0.2 for both terms.
         dense_weight: w, the paper's lambda (0.5); 0 gives MoCo v2 on the same model.
         warmup_steps: calls with w = 0 before the dense term switches on.
+        match: ``features`` (DenseCL's) or ``geometry`` (crop boxes; see above).
 
     Shape (called by the trainer for a model with ``model.dense: true``):
         query, key (B, D); dense_query, dense_key (B, S, D) dense-head outputs;
@@ -61,6 +109,7 @@ class DenseCLLoss(nn.Module):
         temperature: float = 0.2,
         dense_weight: float = 0.5,
         warmup_steps: int = 0,
+        match: str = "features",
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -71,7 +120,12 @@ class DenseCLLoss(nn.Module):
             raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps}")
+        if match not in MATCHES:
+            raise ValueError(f"match must be one of {', '.join(MATCHES)}; got {match!r}")
         self.temperature, self.dense_weight, self.warmup_steps = temperature, dense_weight, warmup_steps
+        self.match, self._matched = match, 0.0
+        # match: geometry. The trainer sets ((B, 4), (B, 4)) crop boxes of the query and key views each step
+        self.batch_boxes: tuple[torch.Tensor, torch.Tensor] | None = None
         self._rank, self._world_size = rank, world_size
         self.global_term = MoCoLoss(queue_size, temperature, True, rank, world_size)
         self.dense_keys = MoCoLoss(queue_size, temperature, True, rank, world_size)  # only its queue is used
@@ -94,18 +148,40 @@ class DenseCLLoss(nn.Module):
         dtype = torch.promote_types(dense_query.dtype, torch.float32)
         q = F.normalize(dense_query.to(dtype), dim=-1)
         k = F.normalize(dense_key.detach().to(dtype), dim=-1)
-        idx = match_locations(query_map.detach().to(dtype), key_map.detach().to(dtype))
+        if self.match == "geometry":
+            idx, valid = self._geometry(b, s, dense_key.shape[1], q.device)
+            self._matched = float(valid.double().mean())
+        else:
+            idx = match_locations(query_map.detach().to(dtype), key_map.detach().to(dtype))
+            valid = None
         positives = torch.gather(k, 1, idx.unsqueeze(-1).expand(-1, -1, k.shape[2]))
         logits = [(q * positives).sum(dim=-1, keepdim=True)]
         if int(self.dense_keys.queue_len) > 0:
             logits.append(q @ self.dense_keys.negatives().to(dtype, copy=True).T)
         logits = torch.cat(logits, dim=-1).flatten(0, 1) / self.temperature
-        loss = F.cross_entropy(logits, torch.zeros(b * s, dtype=torch.long, device=q.device))
+        per_cell = F.cross_entropy(logits, torch.zeros(b * s, dtype=torch.long, device=q.device), reduction="none")
         _, world = dist_info(self._rank, self._world_size)
         sizes = batch_sizes(b, world, q.device)
         pooled = F.normalize(dense_key.detach().to(dtype).mean(dim=1), dim=-1)
         self.dense_keys.enqueue(gather_no_grad(pooled, sizes))
-        return loss * (len(sizes) * b / sum(sizes))
+        if valid is None:
+            return per_cell.mean() * (len(sizes) * b / sum(sizes))
+        # the mean over the valid cells of the global batch: each rank's sum over the global count
+        # (DDP then averages the ranks' gradients, hence the factor of the world size)
+        count = gather_no_grad(valid.sum().to(dtype).view(1), [1] * len(sizes)).sum()
+        return (per_cell * valid.flatten().to(dtype)).sum() * len(sizes) / count.clamp_min(1.0)
+
+    def _geometry(self, b: int, s: int, key_cells: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = self.batch_boxes
+        if boxes is None:
+            raise ValueError(
+                "match: geometry needs each view's crop box: a two-view simclr transform "
+                "(data.augment.preset: simclr) over one image column; or use match: features"
+            )
+        qb, kb = (x.to(device=device, dtype=torch.float64) for x in boxes)
+        if qb.shape != (b, 4) or kb.shape != (b, 4):
+            raise ValueError(f"expected ({b}, 4) crop boxes per view; got {tuple(qb.shape)} and {tuple(kb.shape)}")
+        return match_by_geometry(qb, kb, s, key_cells)
 
     def forward(self, query, key, dense_query, dense_key, query_map, key_map) -> torch.Tensor:
         check_two_views(query, key)
@@ -114,5 +190,7 @@ class DenseCLLoss(nn.Module):
         global_loss = self.global_term(query, key)
         dense = self.dense_loss(dense_query, dense_key, query_map, key_map)
         self.last_stats = {"global_loss": float(global_loss.detach()), "dense_loss": float(dense.detach()), "w": w}
+        if self.match == "geometry":  # the share of query cells that lie inside their key view
+            self.last_stats["matched_cells"] = self._matched
         # the dense term stays in the graph during the warm-up, so every parameter gets a gradient
         return (1.0 - w) * global_loss + w * dense

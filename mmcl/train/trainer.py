@@ -124,7 +124,9 @@ class Trainer:
             self.tokenizer = load_tokenizer(recipe.model.text)
             self.model = create_model(recipe.model, text_config=None if recipe.model.text.path else self.text_config)
             self.tokenize = Tokenize(self.tokenizer, recipe.model.text.max_length)
-        train_tf, self.eval_transform = image_transforms(self.model.vision.data_config(), data.augment)
+        # densecl's match: geometry pairs cells by where each view was cropped: views that say so
+        located = self.image_image and recipe.loss.kwargs.get("match") == "geometry"
+        train_tf, self.eval_transform = image_transforms(self.model.vision.data_config(), data.augment, located)
         if self.image_image and data.image2_key is None:
             train_tf = MultiView(train_tf, train_tf)  # two augmented views of each image
 
@@ -373,6 +375,8 @@ class Trainer:
         acc = self.accelerator
         if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
             self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
+        if hasattr(self.loss_fn, "batch_boxes") and "boxes" in batches[0]:  # densecl, match: geometry
+            self.loss_fn.batch_boxes = tuple(torch.cat([b[k] for b in batches]) for k in ("boxes", "boxes2"))
         if self.caption_keys:
             key, attr = self.caption_keys
             setattr(self.loss_fn, attr, torch.cat([b[key] for b in batches]))

@@ -1,4 +1,5 @@
-"""SimCLR two-view transform, and records with two images (paired modalities)."""
+"""SimCLR two-view transform (also views that know their crop box), and records with two images
+(paired modalities)."""
 
 import tarfile
 
@@ -128,3 +129,50 @@ def test_simclr_preset_takes_the_crop_interpolation_and_ratio_from_the_recipe():
     assert default.ratio == (3 / 4, 4 / 3)  # torchvision's and the paper's
     chosen = crop(AugmentConfig(preset="simclr", interpolation="bilinear", ratio=[1.0, 1.0]))
     assert chosen.interpolation == T.InterpolationMode.BILINEAR and chosen.ratio == (1.0, 1.0)
+
+
+def coordinate_image(size=64):
+    """Red rises with x and green with y, so a pixel says where in the image it came from."""
+    ramp = np.round(np.linspace(0, 255, size)).astype(np.uint8)
+    rgb = np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)), np.zeros((size, size), np.uint8)], -1)
+    return Image.fromarray(rgb)
+
+
+def test_located_views_say_where_they_were_cropped_and_flipped():
+    plain = simclr_transform(16, jitter_strength=0, grayscale_prob=0, blur_prob=0, mean=(0,) * 3, std=(1,) * 3)
+    located = simclr_transform(
+        16, jitter_strength=0, grayscale_prob=0, blur_prob=0, mean=(0,) * 3, std=(1,) * 3, located=True
+    )
+    flips = 0
+    for seed in range(12):
+        with seeded(seed):
+            expected = plain(coordinate_image())
+        with seeded(seed):
+            view, (x0, y0, x1, y1) = located(coordinate_image())
+        torch.testing.assert_close(view, expected)  # the same random draws, so the same pixels
+        flips += bool(x0 > x1)
+        # the view's corner cells show the source colours at the box's corners (to within a pixel or two)
+        for row, col, x, y in ((0, 0, x0, y0), (0, 15, x1, y0), (15, 0, x0, y1), (15, 15, x1, y1)):
+            inward_x = (1 if col == 0 else -1) * (x1 - x0) / 32  # the cell centre lies half a cell inside
+            inward_y = (1 if row == 0 else -1) * (y1 - y0) / 32
+            assert abs(float(view[0, row, col]) - float(x + inward_x)) < 0.04, (seed, row, col)
+            assert abs(float(view[1, row, col]) - float(y + inward_y)) < 0.04, (seed, row, col)
+    assert 0 < flips < 12
+
+
+def test_collate_keeps_the_crop_boxes_of_located_views():
+    view = simclr_transform(16, located=True)
+    make = ItemMaker(MultiView(view, view), seed=0, need_caption=False)
+    batch = ImageTextCollate(None)([make(photo(i), [], 0, i, 0) for i in range(3)])
+    assert batch["images"].shape == batch["images2"].shape == (3, 3, 16, 16)
+    assert batch["boxes"].shape == batch["boxes2"].shape == (3, 4)
+    assert not torch.equal(batch["boxes"], batch["boxes2"])
+    assert ((batch["boxes"] >= 0) & (batch["boxes"] <= 1)).all()
+
+
+def test_located_views_need_the_simclr_preset():
+    from mmcl.data.transforms import image_transforms
+
+    data_config = {"input_size": (3, 16, 16), "interpolation": "bicubic", "mean": (0,) * 3, "std": (1,) * 3}
+    with pytest.raises(ValueError, match="preset: simclr"):
+        image_transforms(data_config, AugmentConfig(preset="timm"), located=True)

@@ -1,12 +1,13 @@
-"""DenseCL: the location matching, the dense term against a hand-written reference, the warm-up,
-MoCo v2 as the special case dense_weight=0, and both queues (and the call count) checkpointed."""
+"""DenseCL: the location matching (by features, and by crop geometry), the dense term against a
+hand-written reference, the warm-up, MoCo v2 as the special case dense_weight=0, and both queues
+(and the call count) checkpointed."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmcl.losses import DenseCLLoss, MoCoLoss, create_loss
-from mmcl.losses.densecl import match_locations
+from mmcl.losses.densecl import cell_centres, match_by_geometry, match_locations
 
 
 def rand(*shape, seed):
@@ -102,6 +103,7 @@ def test_state_dict_restores_both_queues_and_the_call_count():
         ({"dense_weight": 1.5}, "dense_weight must be in"),
         ({"warmup_steps": -1}, "warmup_steps must be"),
         ({"temperature": 0}, "temperature must be > 0"),
+        ({"match": "pixels"}, "match must be one of features, geometry"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -113,3 +115,70 @@ def test_shape_mismatch_is_a_clear_error():
     q, k, qd, kd, qm, km = inputs()
     with pytest.raises(ValueError, match="expected dense_query"):
         DenseCLLoss()(q, k, qd, kd, qm[:, :2], km)
+
+
+def box(*xyxy):
+    return torch.tensor([xyxy], dtype=torch.float64)
+
+
+def test_cell_centres_follow_the_crop_and_its_flip():
+    whole = cell_centres(box(0, 0, 1, 1), 2)[0]
+    assert whole.tolist() == [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]  # row-major (x, y)
+    flipped = cell_centres(box(1, 0, 0, 1), 2)[0]  # x0 > x1: the view's left column is the image's right
+    assert flipped[:, 0].tolist() == [0.75, 0.25, 0.75, 0.25]
+    torch.testing.assert_close(cell_centres(box(0.2, 0.4, 0.6, 0.8), 1)[0], torch.tensor([[0.4, 0.6]]).double())
+
+
+def test_geometry_pairs_each_cell_with_the_nearest_key_cell_inside_the_key_view():
+    idx, valid = match_by_geometry(box(0, 0, 1, 1), box(0, 0, 1, 1), 9, 9)
+    assert idx.tolist() == [list(range(9))] and valid.all()
+    idx, valid = match_by_geometry(box(0, 0, 1, 1), box(1, 0, 0, 1), 9, 9)  # key view flipped
+    assert idx.tolist() == [[2, 1, 0, 5, 4, 3, 8, 7, 6]] and valid.all()
+    # key = the left 60% of the image: key cell centres at x 0.15 and 0.45; query cells at x 0.25, 0.75
+    idx, valid = match_by_geometry(box(0, 0, 1, 1), box(0, 0, 0.6, 1), 4, 4)
+    assert valid.tolist() == [[True, False, True, False]]
+    assert idx[0, 0] == 0 and idx[0, 2] == 2
+    _, valid = match_by_geometry(box(0, 0, 0.4, 0.4), box(0.5, 0.5, 1, 1), 4, 4)  # no overlap
+    assert not valid.any()
+    with pytest.raises(ValueError, match="square feature map"):
+        match_by_geometry(box(0, 0, 1, 1), box(0, 0, 1, 1), 6, 6)
+
+
+def test_geometry_dense_term_matches_handwritten_reference():
+    loss_fn = DenseCLLoss(queue_size=16, temperature=0.2, dense_weight=1.0, match="geometry")
+    queue = F.normalize(rand(7, 5, seed=9), dim=-1)
+    loss_fn.dense_keys.enqueue(queue)
+    q, k, qd, kd, qm, km = inputs()  # 3 images, 2 x 2 maps
+    qb = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.1, 0.0, 0.9, 0.5], [0.0, 0.0, 0.3, 0.3]])
+    kb = torch.tensor([[0.0, 0.0, 0.6, 1.0], [0.9, 0.0, 0.1, 0.6], [0.5, 0.5, 1.0, 1.0]])
+    loss_fn.batch_boxes = (qb, kb)
+    loss = loss_fn(q, k, qd, kd, qm, km)
+    qdn, kdn = F.normalize(qd, dim=-1), F.normalize(kd, dim=-1)
+    total, n = 0, 0
+    for b in range(3):
+        for i in range(4):
+            r, c = divmod(i, 2)
+            x = qb[b, 0] + (c + 0.5) / 2 * (qb[b, 2] - qb[b, 0])
+            y = qb[b, 1] + (r + 0.5) / 2 * (qb[b, 3] - qb[b, 1])
+            if not (min(kb[b, 0], kb[b, 2]) <= x <= max(kb[b, 0], kb[b, 2]) and kb[b, 1] <= y <= kb[b, 3]):
+                continue  # outside the key view: no positive
+            centres = [
+                (kb[b, 0] + (cc + 0.5) / 2 * (kb[b, 2] - kb[b, 0]), kb[b, 1] + (rr + 0.5) / 2 * (kb[b, 3] - kb[b, 1]))
+                for rr in range(2)
+                for cc in range(2)
+            ]
+            j = min(range(4), key=lambda j: (centres[j][0] - x) ** 2 + (centres[j][1] - y) ** 2)
+            logits = torch.cat([(qdn[b, i] @ kdn[b, j]).view(1), queue @ qdn[b, i]]) / 0.2
+            total, n = total - torch.log_softmax(logits, 0)[0], n + 1
+    assert 0 < n < 12  # some cells have a positive, some do not
+    ref = total / n
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, qd, retain_graph=True)[0], torch.autograd.grad(ref, qd)[0], rtol=1e-10, atol=1e-12
+    )
+    assert loss_fn.last_stats["matched_cells"] == n / 12
+
+
+def test_geometry_without_crop_boxes_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs each view's crop box.*or use match: features"):
+        DenseCLLoss(match="geometry")(*inputs())

@@ -1,7 +1,7 @@
 """Image-image training end to end (model.kind: image_image): SimCLR/MoCo/SupCon/DenseCL on two
 views, paired modalities with two towers, exact resume with the MoCo and DenseCL queues and key
 encoder, the dense probe and fine-tuning evaluations, SupCon labels from an image folder, config
-errors, and 2-process runs equal to one process (ntxent, moco, densecl)."""
+errors, and 2-process runs equal to one process (ntxent, moco, densecl with either matching)."""
 
 import csv
 import json
@@ -233,6 +233,12 @@ def test_paired_modalities_with_two_towers_train_and_retrieve(ssl_corpus, tmp_pa
         (lambda d: d["model"].update(kind="image_text", dense=True), "model.dense .*needs model.kind: image_image"),
         (lambda d: d["eval"]["datasets"][0].update(tasks=["dense_probe"]), "needs mask_key"),
         (lambda d: d["eval"]["datasets"][0].update(finetune_fractions=[0.0]), r"fractions in \(0, 1\]"),
+        (
+            lambda d: (
+                densecl(d)["loss"]["kwargs"].update(match="geometry") or d["data"]["augment"].update(preset="timm")
+            ),
+            "match: geometry .*preset: simclr.*valid matches: features, geometry",
+        ),
     ],
 )
 def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
@@ -242,18 +248,20 @@ def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
         recipe_from_dict(data)
 
 
-@pytest.mark.parametrize("loss", ["ntxent", "moco", "densecl"])
+@pytest.mark.parametrize("loss", ["ntxent", "moco", "densecl", "densecl-geometry"])
 def test_two_processes_match_one_process_with_the_whole_batch(ssl_corpus, tmp_path, loss):
     """Per-item seeded views, a LayerNorm tower and a BN-free head: 2 x 4 must equal 1 x 8."""
     for name, batch in (("one", 8), ("two", 4)):
-        data = ssl_recipe_dict(ssl_corpus, tmp_path / name, loss=loss, steps=6, checkpoint_every=100)
+        data = ssl_recipe_dict(ssl_corpus, tmp_path / name, loss=loss.split("-")[0], steps=6, checkpoint_every=100)
         data["data"]["batch_size"] = batch
         data["eval"]["datasets"] = []
         if loss == "moco":
             moco(data, queue=32)
             data["model"]["head"] = "mlp"
-        if loss == "densecl":
+        if loss.startswith("densecl"):
             densecl(data, warmup=2)  # 4 steps with the dense term on, the queues used from step 2
+        if loss == "densecl-geometry":  # cells paired by crop boxes; the mean over the valid cells of both ranks
+            data["loss"]["kwargs"]["match"] = "geometry"
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
     run_one_and_two_processes(tmp_path)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
