@@ -8,7 +8,9 @@ Arms (``recipes/densecl-quickstart.yaml``: the narrow ResNet-10 with output stri
 - random: the same backbone at random init, no training;
 - densecl-geometry (on request): the recipe with ``loss.kwargs.match=geometry``: each query cell's
   positive is the key cell nearest to it in the source image, from the views' crop boxes, instead of
-  the most similar backbone feature.
+  the most similar backbone feature;
+- densecl-cells (on request): densecl-geometry plus ``loss.kwargs.cell_negatives=1.5``: the key cells of the
+  same image more than 1.5 cells from the positive are negatives too (beside the queue of pooled keys).
 
 Every arm is scored by the same evaluators (``mmcl.eval.evaluate``) on 1,000 unseen scenes:
 - ``dense_probe``: a per-pixel linear probe (1x1 conv on the frozen 6x6 feature map, bilinear upsampling,
@@ -44,7 +46,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "recipes/densecl-quickstart.yaml"
-ARMS = ("densecl", "global", "random", "densecl-geometry")
+ARMS = ("densecl", "global", "random", "densecl-geometry", "densecl-cells")
+CELL_RADIUS = 1.5  # densecl-cells: key cells more than 1.5 cells from the positive (all but the 8 neighbours)
 SCHEMES = ("shape", "colour")  # merged mask classes, see scheme_probes
 HEADLINE = [
     ("dense_probe", "mean_iou", "dense probe mIoU"),
@@ -68,8 +71,10 @@ def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = Non
     overrides.append(f"name=dense-bench-{arm}")
     if arm == "global":
         overrides.append("loss.kwargs.dense_weight=0")
-    if arm == "densecl-geometry":
+    if arm in ("densecl-geometry", "densecl-cells"):
         overrides.append("loss.kwargs.match=geometry")
+    if arm == "densecl-cells":
+        overrides.append(f"loss.kwargs.cell_negatives={CELL_RADIUS}")
     return mmcl.load_recipe(ROOT / RECIPE, overrides)
 
 

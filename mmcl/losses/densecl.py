@@ -29,7 +29,7 @@ def match_locations(query_map: torch.Tensor, key_map: torch.Tensor) -> torch.Ten
 def _square_side(cells: int) -> int:
     side = math.isqrt(cells)
     if side * side != cells:
-        raise ValueError(f"matching cells by geometry needs a square feature map; got {cells} cells")
+        raise ValueError(f"match: geometry and cell_negatives need a square feature map; got {cells} cells")
     return side
 
 
@@ -45,6 +45,14 @@ def cell_centres(boxes: torch.Tensor, side: int) -> torch.Tensor:
     y = boxes[:, 1:2] + t * (boxes[:, 3:4] - boxes[:, 1:2])  # (B, side): row centres
     b = boxes.shape[0]
     return torch.stack([x[:, None, :].expand(b, side, side), y[:, :, None].expand(b, side, side)], -1).flatten(1, 2)
+
+
+def grid_distances(cells: int, device=None) -> torch.Tensor:
+    """(S, S) Euclidean distances between the cells of a square side x side map, in cells."""
+    side = _square_side(cells)
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    grid = torch.stack([rows.flatten(), cols.flatten()], -1).to(device=device, dtype=torch.float64)
+    return torch.cdist(grid, grid)
 
 
 def match_by_geometry(
@@ -80,6 +88,12 @@ class DenseCLLoss(nn.Module):
     lie outside the key view have no positive and are left out of the mean. This is exact from the
     first step, where feature similarity says little.
 
+    ``cell_negatives: r`` (mmcl's variant, off by default; PixPro's PixContrast and VADeR also take
+    negatives from within the image) adds, as further negatives of query cell i, the key cells of
+    the *same* image that lie more than ``r`` cells (Euclidean, in the key map's grid) from i's
+    positive. The pooled queue only asks a cell to differ from other images; these ask it to differ
+    from the distant parts of its own image too, so the map has to keep what is where.
+
     The warm-up (DenseCL trains the global loss alone first) matters because the matching reads
     backbone features, which say nothing at random init. It counts calls of this loss, which are
     kept with both queues in ``state_dict()`` and so in every checkpoint.
@@ -94,6 +108,7 @@ class DenseCLLoss(nn.Module):
         dense_weight: w, the paper's lambda (0.5); 0 gives MoCo v2 on the same model.
         warmup_steps: calls with w = 0 before the dense term switches on.
         match: ``features`` (DenseCL's) or ``geometry`` (crop boxes; see above).
+        cell_negatives: ``None`` (DenseCL's) or the radius ``r`` in cells (see above).
 
     Shape (called by the trainer for a model with ``model.dense: true``):
         query, key (B, D); dense_query, dense_key (B, S, D) dense-head outputs;
@@ -110,6 +125,7 @@ class DenseCLLoss(nn.Module):
         dense_weight: float = 0.5,
         warmup_steps: int = 0,
         match: str = "features",
+        cell_negatives: float | None = None,
         rank: int | None = None,
         world_size: int | None = None,
     ):
@@ -123,7 +139,12 @@ class DenseCLLoss(nn.Module):
         if match not in MATCHES:
             raise ValueError(f"match must be one of {', '.join(MATCHES)}; got {match!r}")
         self.temperature, self.dense_weight, self.warmup_steps = temperature, dense_weight, warmup_steps
+        if cell_negatives is not None and (
+            isinstance(cell_negatives, bool) or not isinstance(cell_negatives, int | float) or not cell_negatives >= 0
+        ):
+            raise ValueError(f"cell_negatives must be null (off) or a radius in cells >= 0, got {cell_negatives!r}")
         self.match, self._matched = match, 0.0
+        self.cell_negatives = None if cell_negatives is None else float(cell_negatives)
         # match: geometry. The trainer sets ((B, 4), (B, 4)) crop boxes of the query and key views each step
         self.batch_boxes: tuple[torch.Tensor, torch.Tensor] | None = None
         self._rank, self._world_size = rank, world_size
@@ -158,6 +179,9 @@ class DenseCLLoss(nn.Module):
         logits = [(q * positives).sum(dim=-1, keepdim=True)]
         if int(self.dense_keys.queue_len) > 0:
             logits.append(q @ self.dense_keys.negatives().to(dtype, copy=True).T)
+        if self.cell_negatives is not None:  # the key cells of the same image far from the positive
+            far = grid_distances(k.shape[1], q.device)[idx] > self.cell_negatives  # (B, S, S')
+            logits.append((q @ k.transpose(1, 2)).masked_fill(~far, float("-inf")))
         logits = torch.cat(logits, dim=-1).flatten(0, 1) / self.temperature
         per_cell = F.cross_entropy(logits, torch.zeros(b * s, dtype=torch.long, device=q.device), reduction="none")
         _, world = dist_info(self._rank, self._world_size)

@@ -182,3 +182,47 @@ def test_geometry_dense_term_matches_handwritten_reference():
 def test_geometry_without_crop_boxes_is_a_clear_error():
     with pytest.raises(ValueError, match="needs each view's crop box.*or use match: features"):
         DenseCLLoss(match="geometry")(*inputs())
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.0, 1.5])
+def test_cell_negatives_add_the_far_cells_of_the_same_key_view(radius):
+    loss_fn = DenseCLLoss(queue_size=16, temperature=0.2, dense_weight=1.0, cell_negatives=radius)
+    queue = F.normalize(rand(7, 5, seed=9), dim=-1)
+    loss_fn.dense_keys.enqueue(queue)
+    q, k, qd, kd, qm, km = inputs(s=9)  # 3 x 3 maps
+    loss = loss_fn(q, k, qd, kd, qm, km)
+    qdn, kdn = F.normalize(qd, dim=-1), F.normalize(kd, dim=-1)
+    total, n, extra = 0, 0, 0
+    for b in range(3):
+        for i in range(9):
+            j = int(torch.stack([F.cosine_similarity(qm[b, i], km[b, m], dim=0) for m in range(9)]).argmax())
+            far = [m for m in range(9) if ((m // 3 - j // 3) ** 2 + (m % 3 - j % 3) ** 2) ** 0.5 > radius]
+            extra += len(far)
+            logits = torch.cat([(qdn[b, i] @ kdn[b, j]).view(1), queue @ qdn[b, i], kdn[b, far] @ qdn[b, i]]) / 0.2
+            total, n = total - torch.log_softmax(logits, 0)[0], n + 1
+    assert extra > 0 and (radius > 0 or extra == 3 * 9 * 8)  # radius 0: every other cell
+    ref = total / n
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, qd, retain_graph=True)[0], torch.autograd.grad(ref, qd)[0], rtol=1e-10, atol=1e-12
+    )
+
+
+def test_cell_negatives_with_geometry_leave_unmatched_cells_out():
+    boxes = (
+        torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.3, 0.3]]),
+        torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]]),
+    )
+    q, k, qd, kd, qm, km = inputs(b=2, s=4)
+    with_cells = DenseCLLoss(dense_weight=1.0, match="geometry", cell_negatives=0.5)
+    with_cells.batch_boxes = boxes
+    loss = with_cells(q, k, qd, kd, qm, km)  # image 1 has no matched cell; image 0 the identity
+    qdn, kdn = F.normalize(qd[0], dim=-1), F.normalize(kd[0], dim=-1)
+    ref = -torch.log_softmax((qdn @ kdn.T) / 0.2, dim=1).diag().mean()  # every other cell is farther than 0.5
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("radius", [-1, True, "far", float("nan")])
+def test_bad_cell_negatives(radius):
+    with pytest.raises(ValueError, match="cell_negatives must be null"):
+        DenseCLLoss(cell_negatives=radius)

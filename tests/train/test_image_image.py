@@ -261,7 +261,7 @@ def test_two_processes_match_one_process_with_the_whole_batch(ssl_corpus, tmp_pa
         if loss.startswith("densecl"):
             densecl(data, warmup=2)  # 4 steps with the dense term on, the queues used from step 2
         if loss == "densecl-geometry":  # cells paired by crop boxes; the mean over the valid cells of both ranks
-            data["loss"]["kwargs"]["match"] = "geometry"
+            data["loss"]["kwargs"].update(match="geometry", cell_negatives=0.5)  # with in-image negatives
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
     run_one_and_two_processes(tmp_path)
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
