@@ -283,6 +283,14 @@ def _parser() -> argparse.ArgumentParser:
     ms.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     ms.add_argument("--single-fraction", type=float, default=0.3, help="fraction of one-object scenes (default 0.3)")
     ms.add_argument(
+        "--max-objects",
+        type=int,
+        default=2,
+        choices=range(2, 10),
+        metavar="{2..9}",
+        help="the other scenes hold 2..N objects, one per cell of a 3x3 grid (default 2)",
+    )
+    ms.add_argument(
         "--short-caption-prob",
         type=float,
         default=0.2,
@@ -606,6 +614,7 @@ def _data(args, parser) -> int:
         n_novel=args.n_novel,
         image_size=args.image_size,
         single_fraction=args.single_fraction,
+        max_objects=args.max_objects,
         short_caption_prob=args.short_caption_prob,
         sketch=args.sketch,
         masks=args.masks,

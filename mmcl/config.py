@@ -43,6 +43,8 @@ class SyntheticConfig:
     # also write each scene's segmentation mask (column ``mask``; 0 background, 1 + class): for the
     # per-pixel probe (eval task dense_probe)
     masks: bool = False
+    # the most objects in a scene that is not a single-object one (2..9; the count is uniform in 2..max)
+    max_objects: int = 2
 
 
 @dataclass
@@ -298,6 +300,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _same_kind(value: Any, tp: Any) -> bool:
+    """True when ``value`` is the container ``tp`` asks for (a mapping for a dataclass, a list for a list)."""
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, dict)
+    return typing.get_origin(tp) is list and isinstance(value, (list, tuple))
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -313,7 +322,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             try:
                 return _convert(value, arg, key)
             except ConfigError as e:
-                errors.append(e)
+                errors.append((arg, e))
+        if len(errors) == 1 and _same_kind(value, errors[0][0]):
+            raise errors[0][1]  # the right shape with a bad entry inside: name the entry
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -545,6 +556,11 @@ def validate(recipe: Recipe) -> None:
             0 <= s.single_fraction <= 1, f"data.synthetic.single_fraction must be in [0, 1], got {s.single_fraction}"
         )
         _check(s.image_size >= 16, f"data.synthetic.image_size must be >= 16, got {s.image_size}")
+        _check(
+            isinstance(s.max_objects, int) and not isinstance(s.max_objects, bool) and 2 <= s.max_objects <= 9,
+            f"data.synthetic.max_objects must be an integer in 2..9 (one object per cell of the 3x3 grid), "
+            f"got {s.max_objects!r}",
+        )
 
     _check(m.embed_dim > 0, f"model.embed_dim must be > 0, got {m.embed_dim}")
     _check(

@@ -119,3 +119,15 @@ def test_make_synthetic_sketch_and_masks(tmp_path):
         assert mask.mode == "L" and 0 in values and values - {0} == {1 + int(row["label"])}
         with Image.open(out / row["sketch"]) as sketch:
             assert sketch.size == (24, 24)
+
+
+def test_make_synthetic_many_objects(tmp_path, capsys):
+    import csv
+
+    args = ["data", "make-synthetic", str(tmp_path / "d"), "--n-train", "6", "--n-test", "2", "--n-novel", "1"]
+    assert main([*args, "--image-size", "24", "--single-fraction", "0", "--max-objects", "5"]) == 0
+    rows = list(csv.DictReader((tmp_path / "d" / "train.csv").open()))
+    assert all(row["label"] == "-1" for row in rows) and max(row["key"].count("|") for row in rows) >= 4
+    with pytest.raises(SystemExit):
+        main([*args, "--max-objects", "10"])
+    assert "argument --max-objects: invalid choice: 10 (choose from 2, 3, 4, 5, 6, 7, 8, 9)" in capsys.readouterr().err

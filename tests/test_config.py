@@ -57,6 +57,15 @@ BAD = [
     (lambda d: d["eval"]["datasets"][0].update(templates=None), "zeroshot task needs classnames and templates"),
     (lambda d: d["train"].update(stop_at_step=99), "train.stop_at_step must be in [1, train.steps=4]"),
     (lambda d: d.update(data=[1, 2]), "data: expected a mapping with keys"),
+    (
+        lambda d: d["data"].update(synthetic={"max_objects": 12}),
+        "data.synthetic.max_objects must be an integer in 2..9 (one object per cell of the 3x3 grid), got 12",
+    ),
+    (lambda d: d["data"].update(synthetic={"max_objects": True}), "data.synthetic.max_objects: expected an integer"),
+    (
+        lambda d: d["data"].update(synthetic={"n_tran": 5}),
+        "unknown key 'data.synthetic.n_tran' (did you mean 'n_train'",
+    ),
 ]
 
 

@@ -1,18 +1,20 @@
 """Generated captioned shape scenes: a deterministic image-text corpus with known ground truth.
 
-Each scene has one or two objects on a plain background. An object has a colour, a shape and a
-size; the first object also has a position on a 3x3 grid, and a second object is described by its
-spatial relation to the first. Captions are rendered from several paraphrase templates, so the
-same scene can be described in different words, and every item carries a canonical ``key`` that
-identifies what its caption says (two items with the same key are true matches).
+Each scene has one or two objects on a plain background (up to ``max_objects``, at most 9, when
+that is raised). An object has a colour, a shape and a size; the first object also has a position
+on a 3x3 grid, and a second object is described by its spatial relation to the first. Every object
+has a cell of its own; in scenes of three or more, the caption gives each object's own position.
+Captions are rendered from several paraphrase templates, so the same scene can be described in
+different words, and every item carries a canonical ``key`` that identifies what its caption says
+(two items with the same key are true matches).
 
 Splits:
     train: scenes that never use a held-out (colour, shape) combination.
     test:  unseen scenes from the training distribution.
     novel: scenes whose first object is a held-out (colour, shape) combination.
 
-Single-object scenes carry a class label (colour x shape) for zero-shot classification; two-object
-scenes carry label -1 (ignored by classification evaluators).
+Single-object scenes carry a class label (colour x shape) for zero-shot classification; scenes of
+two or more objects carry label -1 (ignored by classification evaluators).
 
 The generator is pure: ``generate_scene(seed, index, ...)`` depends only on its arguments, so any
 subset of any split can be regenerated exactly, in memory or on disk.
@@ -110,11 +112,16 @@ def _split_offset(split: str) -> int:
     return {"train": 0, "test": 1, "novel": 2}[split]
 
 
-def sample_scene(rng: np.random.Generator, split: str, single_fraction: float, short_caption_prob: float) -> Scene:
-    """Draw the attributes and caption of one scene."""
+def sample_scene(
+    rng: np.random.Generator, split: str, single_fraction: float, short_caption_prob: float, max_objects: int = 2
+) -> Scene:
+    """Draw the attributes and caption of one scene: one object with probability ``single_fraction``,
+    else 2 (``max_objects`` 2, the default) or a uniform count in 2..``max_objects``."""
     colours, classes = list(COLOURS), class_names()
     held = set(HELD_OUT)
     n_obj = 1 if rng.random() < single_fraction else 2
+    if n_obj == 2 and max_objects > 2:  # drawn only then, so max_objects 2 keeps the corpora written before it
+        n_obj = int(rng.integers(2, max_objects + 1))
     objects = []
     cells = [(r, c) for r in range(3) for c in range(3)]
     first_cell = cells[rng.integers(9)]
@@ -132,7 +139,8 @@ def sample_scene(rng: np.random.Generator, split: str, single_fraction: float, s
         if i == 0:
             cell = first_cell
         else:
-            others = [c for c in cells if c != first_cell]
+            taken = {tuple(o["cell"]) for o in objects}
+            others = [c for c in cells if c not in taken]
             cell = others[rng.integers(len(others))]
         objects.append({"colour": colour, "shape": shape, "size": size, "cell": list(cell)})
 
@@ -148,6 +156,9 @@ def sample_scene(rng: np.random.Generator, split: str, single_fraction: float, s
         else:
             t = SINGLE_TEMPLATES[rng.integers(len(SINGLE_TEMPLATES))]
             caption = t.format(o=desc1, at=at, at_cap=at[0].upper() + at[1:])
+    elif n_obj > 2:
+        key, caption = _many_objects_caption(objects, short)
+        label = -1
     else:
         o2 = objects[1]
         rel = _relation(tuple(o1["cell"]), tuple(o2["cell"]))
@@ -162,6 +173,18 @@ def sample_scene(rng: np.random.Generator, split: str, single_fraction: float, s
     if rng.random() < 0.5:  # captions in the wild end with or without a full stop
         caption += "."
     return Scene(caption=caption, key=key, label=label, objects=objects)
+
+
+def _many_objects_caption(objects: list[dict], short: bool) -> tuple[str, str]:
+    """Key and caption of a scene of three or more objects: every object with its own position
+    (short: colour and shape only), in drawing order."""
+    parts = [(f"{o['size']} {o['colour']} {o['shape']}", _position_at(tuple(o["cell"]))) for o in objects]
+    key = "|".join(f"{desc}|{at}" for desc, at in parts)
+    if short:
+        named = [f"a {o['colour']} {o['shape']}" for o in objects]
+    else:
+        named = [f"a {desc} {at}" for desc, at in parts]
+    return key, ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -218,15 +241,16 @@ def generate_scene(
     """Item ``index`` of ``split``: a pure function of its arguments. ``sketch``: the item's line
     drawing instead (the same objects at the same places); ``mask``: its segmentation mask."""
     rng = np.random.default_rng([seed, _split_offset(split), index])
-    scene = sample_scene(rng, split, cfg.single_fraction, cfg.short_caption_prob if split == "train" else 0.0)
+    short = cfg.short_caption_prob if split == "train" else 0.0
+    scene = sample_scene(rng, split, cfg.single_fraction, short, cfg.max_objects)
     return render_scene(scene, rng, cfg.image_size, sketch=sketch, mask=mask), scene
 
 
 def _manifest(cfg: SyntheticConfig) -> dict:
     params = asdict(cfg)
     params.pop("root")
-    for option in ("sketch", "masks"):  # corpora written before these options existed stay current
-        if not params[option]:
+    for option, default in (("sketch", False), ("masks", False), ("max_objects", 2)):
+        if params[option] == default:  # corpora written before these options existed stay current
             params.pop(option)
     return {"generator": "mmcl.shapes.v2", "params": params}
 

@@ -1,9 +1,10 @@
 """The generated corpus: deterministic, held-out combinations really held out, labels consistent."""
 
 import csv
+import json
 
 from mmcl.config import SyntheticConfig
-from mmcl.data.synthetic import HELD_OUT, class_names, corpus_is_current, generate_scene, make_corpus
+from mmcl.data.synthetic import HELD_OUT, _manifest, class_names, corpus_is_current, generate_scene, make_corpus
 
 
 def rows(root, split):
@@ -75,3 +76,48 @@ def test_masks_label_exactly_the_drawn_objects(tmp_path):
     assert (tmp_path / rows[0]["mask"]).is_file()
     # corpora written without the option keep their manifest (and are not regenerated)
     assert corpus_is_current(cfg) and not corpus_is_current(SyntheticConfig(**{**cfg.__dict__, "masks": False}))
+
+
+def test_many_object_scenes(tmp_path):
+    import numpy as np
+
+    cfg = SyntheticConfig(root=str(tmp_path), single_fraction=0.0, max_objects=6, short_caption_prob=0.0, masks=True)
+    names, counts = class_names(), set()
+    for i in range(120):
+        _, s = generate_scene(cfg.seed, "train", i, cfg)
+        counts.add(len(s.objects))
+        assert 2 <= len(s.objects) <= 6 and s.label == -1
+        assert len({tuple(o["cell"]) for o in s.objects}) == len(s.objects)  # a cell of its own each
+        for o in s.objects:  # every object is named, with its size (and, from the third on, its position)
+            assert f"{o['size']} {o['colour']} {o['shape']}" in s.caption and f"{o['colour']} {o['shape']}" in s.key
+        if len(s.objects) > 2:
+            assert s.key.count("|") == 2 * len(s.objects) - 1 and s.caption.count(" at the ") + s.caption.count(
+                " in the centre"
+            ) == len(s.objects)
+        if i < 20:
+            mask, same = generate_scene(cfg.seed, "train", i, cfg, mask=True)
+            drawn = {1 + names.index(f"{o['colour']} {o['shape']}") for o in s.objects}
+            assert same == s and set(np.unique(np.asarray(mask))) - {0} <= drawn
+    assert counts == {2, 3, 4, 5, 6}
+    _, short = generate_scene(0, "train", 0, SyntheticConfig(single_fraction=0.0, max_objects=9, short_caption_prob=1))
+    assert len(short.objects) > 2 and short.caption.count(" and ") == 1
+    assert all(o["colour"] in short.caption for o in short.objects)
+    assert not any(word in short.caption for word in ("small", "medium", "large", " at the ", "centre"))
+    written = SyntheticConfig(**{**cfg.__dict__, "n_train": 4, "n_test": 2, "n_novel": 2, "image_size": 24})
+    make_corpus(written, progress=False)
+    assert corpus_is_current(written) and not corpus_is_current(
+        SyntheticConfig(**{**written.__dict__, "max_objects": 5})
+    )
+
+
+def test_default_max_objects_keeps_the_scenes_written_before_it():
+    # the first training scenes of seed 0 as the generator drew them before max_objects existed
+    before = [
+        "small blue square|in the centre|above|small red circle",
+        "medium yellow star|at the top left|left of|large purple square",
+        "large yellow triangle|at the left|above|medium purple star",
+        "large yellow star|at the bottom right|right of|small red square",
+    ]
+    cfg = SyntheticConfig(single_fraction=0.0)
+    assert [generate_scene(0, "train", i, cfg)[1].key for i in range(4)] == before
+    assert "max_objects" not in json.dumps(_manifest(cfg))  # so their manifests still match
