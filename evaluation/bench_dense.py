@@ -1,7 +1,8 @@
 """Dense against image-level contrastive learning on the same backbone and budget, and fine-tuning transfer.
 
-Arms (``recipes/densecl-quickstart.yaml``: the narrow ResNet-10 with output stride 8, a 6x6 feature map at
-48 px, on unlabelled shape scenes that also carry segmentation masks):
+Arms (``--recipe``, by default ``recipes/densecl-quickstart.yaml``: the narrow ResNet-10 with output
+stride 8, a 6x6 feature map at 48 px, on unlabelled shape scenes that also carry segmentation masks;
+``recipes/densecl-crowded.yaml`` is the same on scenes of 2-6 objects with geometry and cell negatives):
 - densecl: the recipe as written (DenseCL, dense weight 0.5 after a 50-step warm-up);
 - global: the same recipe with ``loss.kwargs.dense_weight=0``: MoCo v2 on the same model, data, steps and
   seed (the dense head is built but never weighted), i.e. the image-level loss alone;
@@ -32,6 +33,8 @@ same recipe is evaluated without training again (``--retrain`` forces training).
     python evaluation/bench_dense.py --arms global random densecl   # the slow fine-tuning last
     python evaluation/bench_dense.py --seeds 0 1 --arms densecl global
     python evaluation/bench_dense.py --finetune-arms --label-schemes shape colour   # finished runs, more probes
+    python evaluation/bench_dense.py --recipe recipes/densecl-crowded.yaml --finetune-arms --runs runs/dense-crowded \
+        --out evaluation/results/dense_crowded   # scenes of 2-6 objects; no labels, so no fine-tuning
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ HEADLINE = [
 ]
 
 
-def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = None):
+def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = None, recipe: str = RECIPE):
     import mmcl
 
     overrides = [*(extra or []), f"train.seed={seed}", f"train.output_dir={run_dir}", "train.progress=false"]
@@ -75,7 +78,7 @@ def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = Non
         overrides.append("loss.kwargs.match=geometry")
     if arm == "densecl-cells":
         overrides.append(f"loss.kwargs.cell_negatives={CELL_RADIUS}")
-    return mmcl.load_recipe(ROOT / RECIPE, overrides)
+    return mmcl.load_recipe(ROOT / recipe, overrides)
 
 
 def eval_config(recipe, finetune: bool):
@@ -127,7 +130,14 @@ def finished(run_dir: Path, steps: int) -> bool:
 
 
 def run_arm(
-    arm: str, seed: int, runs: Path, retrain: bool, finetune: bool, schemes: list[str], extra: list[str]
+    arm: str,
+    seed: int,
+    runs: Path,
+    retrain: bool,
+    finetune: bool,
+    schemes: list[str],
+    extra: list[str],
+    recipe_path: str = RECIPE,
 ) -> dict:
     import torch
 
@@ -136,7 +146,7 @@ def run_arm(
     from mmcl.eval import MmclAdapter, evaluate
 
     run_dir = runs / f"{arm}-seed{seed}"
-    recipe = recipe_for(arm, seed, run_dir, extra)
+    recipe = recipe_for(arm, seed, run_dir, extra, recipe_path)
     evals = eval_config(recipe, finetune)
     train_s = None
     if arm == "random":
@@ -180,8 +190,8 @@ def write_report(results: list[dict], args, command: str) -> str:
     lines = [
         "# Dense (DenseCL) vs image-level (MoCo v2) contrastive learning, and fine-tuning transfer",
         "",
-        f"`{RECIPE}`{' with ' + ', '.join(f'`{o}`' for o in args.override) if args.override else ''}, "
-        f"seeds {args.seeds}; 1,000 unseen scenes. global = the same recipe with "
+        f"`{args.recipe}`{' with ' + ', '.join(f'`{o}`' for o in args.override) if args.override else ''}, "
+        f"seeds {args.seeds}; 1,000 unseen scenes. densecl = the recipe as written; global = the same recipe with "
         "`loss.kwargs.dense_weight=0`. Fine-tune rows: the pretrained tower fine-tuned on 1% / 10% of the "
         "labels; scratch rows: the same architecture from random init on the same subset.",
         "",
@@ -210,6 +220,7 @@ def write_report(results: list[dict], args, command: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", default=RECIPE, help=f"the dense recipe every arm starts from (default {RECIPE})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     p.add_argument("--runs", default=str(ROOT / "runs" / "dense-bench"), help="folder of the arms' run folders")
@@ -251,10 +262,14 @@ def main() -> None:
                     arm in args.finetune_arms,
                     args.label_schemes,
                     args.override,
+                    args.recipe,
                 )
             )
             print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
-    command = "python evaluation/bench_dense.py --seeds " + " ".join(map(str, args.seeds))
+    command = "python evaluation/bench_dense.py"
+    if args.recipe != RECIPE:
+        command += f" --recipe {args.recipe}"
+    command += " --seeds " + " ".join(map(str, args.seeds))
     if tuple(args.arms) != ARMS[:3]:
         command += " --arms " + " ".join(args.arms)
     if args.finetune_arms != ["densecl"]:

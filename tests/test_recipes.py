@@ -30,6 +30,7 @@ def test_there_are_recipes_for_the_families_users_run():
         "supcon-resnet50-imagenet.yaml",
         "paired-resnet50-csv.yaml",
         "densecl-quickstart.yaml",
+        "densecl-crowded.yaml",
         "densecl-resnet50-imagenet.yaml",
     } <= set(RECIPES)
 
