@@ -226,6 +226,11 @@ def shapes_compositional_items(
         raise ConfigError(f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV")
     out, counts = [], Counter()
     for r in rows:
+        if r["key"].count("|") not in (1, 3):
+            raise ConfigError(
+                f"{csv_path}: key {r['key']!r} describes a scene of {(r['key'].count('|') + 1) // 2} objects; "
+                "compositional items are made for scenes of one or two objects (make-synthetic --max-objects 2)"
+            )
         objects, at, rel = _parse_key(r["key"])
         true = _caption(objects, at, rel)
         variants = {}

@@ -57,3 +57,13 @@ def test_loader_accepts_user_json_and_names_missing_columns(tmp_path):
     f.write_text(json.dumps([{"img": "a.png", "caption": "a dog", "negatives": ["x"]}]))
     with pytest.raises(ConfigError, match="needs one of the columns filepath, image"):
         read_items(f)
+
+
+def test_shapes_generator_refuses_crowded_scenes(tmp_path):
+    from mmcl.config import ConfigError, SyntheticConfig
+    from mmcl.data.synthetic import make_corpus
+
+    cfg = SyntheticConfig(root=str(tmp_path / "c"), n_train=3, n_test=6, n_novel=1, image_size=16, max_objects=9)
+    make_corpus(SyntheticConfig(**{**cfg.__dict__, "single_fraction": 0.0}), progress=False)
+    with pytest.raises(ConfigError, match=r"describes a scene of [3-9] objects; compositional items are made for"):
+        shapes_compositional_items(tmp_path / "c" / "test.csv", tmp_path / "comp.jsonl")
