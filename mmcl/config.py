@@ -556,8 +556,8 @@ def validate(recipe: Recipe) -> None:
             0 <= s.single_fraction <= 1, f"data.synthetic.single_fraction must be in [0, 1], got {s.single_fraction}"
         )
         _check(s.image_size >= 16, f"data.synthetic.image_size must be >= 16, got {s.image_size}")
-        _check(
-            isinstance(s.max_objects, int) and not isinstance(s.max_objects, bool) and 2 <= s.max_objects <= 9,
+        _check(  # the loader has already made it an integer
+            2 <= s.max_objects <= 9,
             f"data.synthetic.max_objects must be an integer in 2..9 (one object per cell of the 3x3 grid), "
             f"got {s.max_objects!r}",
         )
