@@ -56,6 +56,17 @@ def test_written_corpus(tmp_path):
     assert not corpus_is_current(SyntheticConfig(root=cfg.root, n_train=11, n_test=5, n_novel=4, image_size=24))
 
 
+def test_a_larger_split_extends_the_smaller_one(tmp_path):
+    # evaluation/bench_ssl.py probes on a longer test split than the recipe's: its first items
+    # must be the recipe's test split, image for image, whatever the other splits' sizes
+    small = make_corpus(SyntheticConfig(root=str(tmp_path / "s"), n_train=6, n_test=4, n_novel=2, image_size=24), False)
+    large = make_corpus(SyntheticConfig(root=str(tmp_path / "l"), n_train=0, n_test=9, n_novel=0, image_size=24), False)
+    assert rows(large, "train") == [] and len(rows(large, "test")) == 9
+    assert rows(large, "test")[:4] == rows(small, "test")
+    for r in rows(small, "test"):
+        assert (large / r["filepath"]).read_bytes() == (small / r["filepath"]).read_bytes()
+
+
 def test_masks_label_exactly_the_drawn_objects(tmp_path):
     import numpy as np
 
