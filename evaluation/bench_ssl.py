@@ -357,8 +357,9 @@ def main() -> None:
     from mmcl.data.synthetic import ensure_corpus
     from mmcl.train.throughput import measure_cpu_peak
 
-    ensure_corpus(load_recipe(args.steps, 0).data.synthetic, progress=False)  # before any timed arm
-    probe_corpus(load_recipe(args.steps, 0), args.probe_test_items)
+    recipe = load_recipe(args.steps, 0)
+    ensure_corpus(recipe.data.synthetic, progress=False)  # both corpora before any timed arm
+    probe_corpus(recipe, args.probe_test_items)
     machine = {
         "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),

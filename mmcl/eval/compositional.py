@@ -168,8 +168,14 @@ def _caption_edits(caption: str, rng: random.Random) -> dict[str, str]:
 
 
 def _parse_key(key: str) -> tuple[list[dict], str, str | None]:
-    """Objects, position phrase and relation from a shapes-corpus ``key``."""
+    """Objects, position phrase and relation from a shapes-corpus ``key`` of a one- or two-object
+    scene (crowded scenes' keys have another layout: a ValueError)."""
     parts = key.split("|")
+    if len(parts) not in (2, 4):
+        raise ValueError(
+            f"key {key!r} describes a scene of {len(parts) // 2} objects; compositional items are made for "
+            "scenes of one or two objects (make-synthetic --max-objects 2)"
+        )
 
     def obj(desc):
         size, colour, shape = desc.split(" ")
@@ -226,12 +232,10 @@ def shapes_compositional_items(
         raise ConfigError(f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV")
     out, counts = [], Counter()
     for r in rows:
-        if r["key"].count("|") not in (1, 3):
-            raise ConfigError(
-                f"{csv_path}: key {r['key']!r} describes a scene of {(r['key'].count('|') + 1) // 2} objects; "
-                "compositional items are made for scenes of one or two objects (make-synthetic --max-objects 2)"
-            )
-        objects, at, rel = _parse_key(r["key"])
+        try:
+            objects, at, rel = _parse_key(r["key"])
+        except ValueError as e:
+            raise ConfigError(f"{csv_path}: {e}") from None
         true = _caption(objects, at, rel)
         variants = {}
         first = objects[0]

@@ -60,10 +60,12 @@ def test_loader_accepts_user_json_and_names_missing_columns(tmp_path):
 
 
 def test_shapes_generator_refuses_crowded_scenes(tmp_path):
-    from mmcl.config import ConfigError, SyntheticConfig
+    from mmcl.config import SyntheticConfig
     from mmcl.data.synthetic import make_corpus
 
-    cfg = SyntheticConfig(root=str(tmp_path / "c"), n_train=3, n_test=6, n_novel=1, image_size=16, max_objects=9)
-    make_corpus(SyntheticConfig(**{**cfg.__dict__, "single_fraction": 0.0}), progress=False)
+    cfg = SyntheticConfig(
+        root=str(tmp_path / "c"), n_train=3, n_test=6, n_novel=1, image_size=16, single_fraction=0.0, max_objects=9
+    )
+    make_corpus(cfg, progress=False)
     with pytest.raises(ConfigError, match=r"describes a scene of [3-9] objects; compositional items are made for"):
         shapes_compositional_items(tmp_path / "c" / "test.csv", tmp_path / "comp.jsonl")
