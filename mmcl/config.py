@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import inspect
 import os
 import types
 import typing
@@ -511,6 +512,22 @@ def _check_train_path(train) -> None:
         _check(Path(first).exists(), f"data.train: not found: {first}" + (f" (from {spec})" if first != spec else ""))
 
 
+def _kwargs_hint(name: str) -> str:
+    """Which keyword arguments a loss takes, and how to drop ones inherited from a base recipe."""
+    from .losses import LOSSES
+
+    params = [
+        p
+        for p in inspect.signature(LOSSES.get(name)).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("rank", "world_size")
+    ]
+    return (
+        f"; valid keys: {', '.join(p.name for p in params) or 'none'}. loss.kwargs merge with the base"
+        " recipe's: replace them whole with the override loss.kwargs={...} or, in a recipe,"
+        " kwargs: {_replace_: true, ...}"
+    )
+
+
 def validate(recipe: Recipe) -> None:
     from .losses import LOSSES, create_loss, list_losses
 
@@ -579,7 +596,8 @@ def validate(recipe: Recipe) -> None:
     try:
         loss = create_loss(lo.name, **lo.kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}") from None
+        hint = _kwargs_hint(lo.name) if isinstance(e, TypeError) else ""
+        raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}{hint}") from None
     if m.kind == "image_image":
         _validate_image_image(recipe, loss)
     elif getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):

@@ -52,6 +52,7 @@ BAD = [
     (lambda d: d["model"]["text"].update(pooler="max"), "valid choices: mean, cls"),
     (lambda d: d["data"].update(batch_size=1), "data.batch_size must be >= 2"),
     (lambda d: d["loss"].update(kwargs={"temperature": 0.1}), "not valid for 'infonce': InfoNCELoss.__init__() got an"),
+    (lambda d: d["loss"].update(kwargs={"temperature": 0.1}), "valid keys: label_smoothing, chunk_size. loss.kwargs"),
     (lambda d: d["loss"].update(kwargs={"label_smoothing": 2}), "label_smoothing must be in [0, 1)"),
     (lambda d: d["eval"]["datasets"][0].update(tasks=["linear"]), "valid choices: zeroshot, retrieval"),
     (lambda d: d["eval"]["datasets"][0].update(templates=None), "zeroshot task needs classnames and templates"),

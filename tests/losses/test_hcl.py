@@ -35,7 +35,9 @@ def reference_hcl(z0, z1, t, tau_plus, beta):
 
 
 @pytest.mark.parametrize("n,d", [(2, 3), (5, 4), (8, 6)])
-@pytest.mark.parametrize("t,tau_plus,beta", [(0.5, 0.1, 1.0), (0.5, 0.0, 0.0), (0.2, 0.3, 0.5), (1.0, 0.1, 3.0)])
+@pytest.mark.parametrize(
+    "t,tau_plus,beta", [(0.5, 0.1, 1.0), (0.5, 0.0, 0.0), (0.2, 0.3, 0.5), (1.0, 0.1, 3.0), (0.2, 0.0, 0.5)]
+)  # the last: recipes/simclr-quickstart.yaml
 def test_matches_handwritten_reference(n, d, t, tau_plus, beta):
     z0, z1 = views(n, d)
     loss = mmcl.create_loss("hcl", temperature=t, tau_plus=tau_plus, beta=beta)(z0, z1)
