@@ -2,7 +2,9 @@
 
 Arms, each trained (or not) in its own process, then probed by the same code:
 - mmcl: ``mmcl.Trainer`` on ``recipes/simclr-quickstart.yaml`` (``train.steps`` and ``train.seed`` set,
-  no in-run evaluation, one checkpoint at the end), loaded back with ``mmcl.train.load_run``;
+  no in-run evaluation, one checkpoint at the end), loaded back with ``mmcl.train.load_run``, with the
+  recipe's loss: ``hcl``, NT-Xent with hardness-weighted negatives (``--mmcl-override loss.name=ntxent
+  --mmcl-override 'loss.kwargs={temperature: 0.2}'`` gives plain NT-Xent, the lightly arm's loss);
 - lightly: a plain PyTorch loop as lightly's examples write it, over the same CSV: ``SimCLRTransform``
   (two views), the same timm ResNet-10 + ``SimCLRProjectionHead``, ``NTXentLoss``, torch AdamW with the
   recipe's lr, betas, eps and weight decay, its gradient clipping (``train.grad_clip``) and its
@@ -225,6 +227,15 @@ def random_init(recipe, seed: int) -> tuple[Callable, dict, None]:
     return backbone.eval(), data_config, None
 
 
+def arm_loss(arm: str, recipe) -> dict | None:
+    """The loss an arm trained with, as the report names it."""
+    if arm == "mmcl":
+        return {"name": recipe.loss.name, "kwargs": dict(recipe.loss.kwargs)}
+    if arm == "lightly":
+        return {"name": "lightly.loss.NTXentLoss", "kwargs": {"temperature": recipe.loss.kwargs["temperature"]}}
+    return None
+
+
 def child(arm: str, steps: int, seed: int, out: Path, overrides: list[str], test_items: int) -> None:
     import torch
 
@@ -234,6 +245,7 @@ def child(arm: str, steps: int, seed: int, out: Path, overrides: list[str], test
         encode, data_config, speed = train(recipe, seed)
         peak_train = rss_mib()
         result = {"arm": arm, "seed": seed, "steps": 0 if arm == "random" else steps, "samples_per_s": speed}
+        result["loss"] = arm_loss(arm, recipe)
         result |= probe(encode, data_config, recipe, test_items)
     result |= {"peak_rss_mib": peak_train, "peak_rss_mib_with_probes": rss_mib()}
     result["torch_threads"] = torch.get_num_threads()
@@ -287,7 +299,35 @@ def paired_differences(mine: list[dict], theirs: list[dict], cols: list[tuple]) 
     return lines
 
 
-def write_report(results: list[dict], machine: dict, args: argparse.Namespace, command: str) -> str:
+def machine_text(machines: list[dict]) -> str:
+    """The report's machine line; runs pooled from several files give the range of their GEMM peaks."""
+    cpus = sorted({m["cpu"] for m in machines})
+    threads = sorted({m["torch_threads"] for m in machines})
+    peaks = [m["gemm_peak_gflops"] for m in machines]
+    peak = f"{peaks[0]:.0f}" if len(peaks) == 1 else f"{min(peaks):.0f}-{max(peaks):.0f}"
+    return f"{', '.join(cpus)}, {'/'.join(map(str, threads))} torch threads, measured fp32 GEMM peak {peak} GFLOP/s"
+
+
+def pooled_results(paths: list[str]) -> tuple[list[dict], list[dict], int, int | None]:
+    """The result rows of earlier runs' JSON files, checked to be one experiment: the same recipe and
+    steps, and no (arm, seed) twice. Returns the rows, the files' machines, their steps and probe size."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    for key in ("recipe", "steps", "probe_test_items"):
+        values = {json.dumps(r.get(key)) for r in reports}
+        if len(values) > 1:
+            raise SystemExit(
+                f"--report-from: the files differ in {key!r} ({', '.join(sorted(values))}); pool one experiment"
+            )
+    results = [row for r in reports for row in r["results"]]
+    seen = set()
+    for row in results:
+        if (row["arm"], row["seed"]) in seen:
+            raise SystemExit(f"--report-from: arm {row['arm']!r} seed {row['seed']} is in more than one file")
+        seen.add((row["arm"], row["seed"]))
+    return results, [r["machine"] for r in reports], reports[0]["steps"], reports[0].get("probe_test_items")
+
+
+def write_report(results: list[dict], machine: dict | list[dict], args: argparse.Namespace, command: str) -> str:
     cols = [
         ("linear_acc1", "linear probe acc1", lambda v: f"{100 * v:.1f}%"),
         ("knn_acc1", "kNN acc1", lambda v: f"{100 * v:.1f}%"),
@@ -301,9 +341,8 @@ def write_report(results: list[dict], machine: dict, args: argparse.Namespace, c
         "",
         f"`{RECIPE}`, {args.steps} steps, seeds {args.seeds}; probes on {PROBE_TRAIN_ITEMS} training and "
         f"{test_items} unseen test items. Samples/s: images per second after the first {SKIP_STEPS} steps. "
-        f"Peak RSS: the arm's process at the end of training. Machine: {machine['cpu']}, "
-        f"{machine['torch_threads']} torch threads, "
-        f"measured fp32 GEMM peak {machine['gemm_peak_gflops']:.0f} GFLOP/s.",
+        f"Peak RSS: the arm's process at the end of training. "
+        f"Machine: {machine_text(machine if isinstance(machine, list) else [machine])}.",
         "",
         "| arm | " + " | ".join(c[1] for c in cols) + " |",
         "|---|" + "---:|" * len(cols),
@@ -318,6 +357,9 @@ def write_report(results: list[dict], machine: dict, args: argparse.Namespace, c
             ratios.append(f"{mine / theirs:.3f}" if theirs else "-")
         lines.append("| **mmcl / lightly** | " + " | ".join(ratios) + " |")
         lines += paired_differences(by_arm["mmcl"], by_arm["lightly"], cols[:2])
+    for arm, rows in by_arm.items():
+        losses = {json.dumps(r.get("loss"), sort_keys=True) for r in rows if r.get("loss")}
+        lines += ["", f"The {arm} arm's loss: " + "; ".join(f"`{x}`" for x in sorted(losses))] if losses else []
     lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
 
@@ -342,6 +384,13 @@ def main() -> None:
         help="score the probes on this many unseen test scenes, the recipe's test split extended by the same "
         "generator (default 10000: a 1.6-point binomial error on 1,000 items becomes 0.5); 0: the recipe's own",
     )
+    p.add_argument(
+        "--report-from",
+        nargs="+",
+        metavar="JSON",
+        help="train nothing: write the report of earlier runs' result files, their seeds pooled (e.g. two runs "
+        "on disjoint seeds), to --out",
+    )
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # child mode: one arm, --out is its JSON
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -350,6 +399,14 @@ def main() -> None:
         p.error(f"--steps must be more than {SKIP_STEPS} (the speed leaves out the first {SKIP_STEPS})")
     if args.arm:
         child(args.arm, args.steps, args.seed, Path(args.out), args.mmcl_override, args.probe_test_items)
+        return
+    command = " ".join(["python evaluation/bench_ssl.py", *sys.argv[1:]])
+    if args.report_from:
+        results, machines, args.steps, test_items = pooled_results(args.report_from)
+        args.arms = [a for a in ARMS if any(r["arm"] == a for r in results)]
+        args.seeds = sorted({r["seed"] for r in results})
+        args.probe_test_items = args.probe_test_items if test_items is None else test_items
+        write_outputs(Path(args.out), results, machines, args, command, {"pooled_from": args.report_from})
         return
 
     import torch
@@ -372,10 +429,14 @@ def main() -> None:
         for arm in args.arms:
             results.append(run_arm(arm, args.steps, seed, args.mmcl_override, args.probe_test_items))
             print(f"{arm} seed {seed}: " + json.dumps(results[-1]), file=sys.stderr)
-    command = " ".join(["python evaluation/bench_ssl.py", *sys.argv[1:]])
-    res = Path(args.out)
+    write_outputs(Path(args.out), results, machine, args, command, {})
+
+
+def write_outputs(res: Path, results: list[dict], machine, args, command: str, extra: dict) -> None:
+    """``res``.json (the rows and how they were made) and ``res``.md (the report), and print the report."""
     res.parent.mkdir(parents=True, exist_ok=True)
-    report = {"command": command, "recipe": RECIPE, "steps": args.steps, "machine": machine, "results": results}
+    report = {"command": command, "recipe": RECIPE, "steps": args.steps, "probe_test_items": args.probe_test_items}
+    report |= {"machine": machine, **extra, "results": results}
     res.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     table = write_report(results, machine, args, command)
     res.with_suffix(".md").write_text(table)
