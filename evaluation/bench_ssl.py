@@ -310,10 +310,11 @@ def machine_text(machines: list[dict]) -> str:
 
 def pooled_results(paths: list[str]) -> tuple[list[dict], list[dict], int, int | None]:
     """The result rows of earlier runs' JSON files, checked to be one experiment: the same recipe and
-    steps, and no (arm, seed) twice. Returns the rows, the files' machines, their steps and probe size."""
+    steps and probe size (files written before the probe size was recorded match any), and no (arm,
+    seed) twice. Returns the rows, the files' machines, their steps and probe size (None: not recorded)."""
     reports = [json.loads(Path(path).read_text()) for path in paths]
     for key in ("recipe", "steps", "probe_test_items"):
-        values = {json.dumps(r.get(key)) for r in reports}
+        values = {json.dumps(r[key]) for r in reports if r.get(key) is not None}
         if len(values) > 1:
             raise SystemExit(
                 f"--report-from: the files differ in {key!r} ({', '.join(sorted(values))}); pool one experiment"
@@ -324,7 +325,8 @@ def pooled_results(paths: list[str]) -> tuple[list[dict], list[dict], int, int |
         if (row["arm"], row["seed"]) in seen:
             raise SystemExit(f"--report-from: arm {row['arm']!r} seed {row['seed']} is in more than one file")
         seen.add((row["arm"], row["seed"]))
-    return results, [r["machine"] for r in reports], reports[0]["steps"], reports[0].get("probe_test_items")
+    test_items = next((r["probe_test_items"] for r in reports if r.get("probe_test_items") is not None), None)
+    return results, [r["machine"] for r in reports], reports[0]["steps"], test_items
 
 
 def write_report(results: list[dict], machine: dict | list[dict], args: argparse.Namespace, command: str) -> str:

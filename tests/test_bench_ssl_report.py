@@ -85,7 +85,12 @@ def test_report_from_pools_the_seeds_of_several_runs(bench, tmp_path, monkeypatc
     monkeypatch.setattr(sys, "argv", ["bench_ssl.py", "--report-from", str(files[0]), str(files[0])])
     with pytest.raises(SystemExit, match="arm 'mmcl' seed 0 is in more than one file"):
         bench.main()
-    other = json.loads(files[1].read_text()) | {"steps": 500}
+    other = json.loads(files[1].read_text()) | {"probe_test_items": 0}  # a file without the key matches any
+    files[1].write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", ["bench_ssl.py", "--report-from", *map(str, files), "--out", str(out)])
+    bench.main()
+    assert "probes on 5000 training and all unseen test items" in out.with_suffix(".md").read_text()
+    other |= {"steps": 500}
     files[1].write_text(json.dumps(other))
     monkeypatch.setattr(sys, "argv", ["bench_ssl.py", "--report-from", *map(str, files)])
     with pytest.raises(SystemExit, match="the files differ in 'steps'"):
