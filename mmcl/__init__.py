@@ -8,19 +8,43 @@ Public API:
     from_pretrained, load_pretrained        load a saved model folder (safetensors, offline)
     export_open_clip, import_open_clip      move models to and from open_clip
     evaluate                                zero-shot and retrieval evaluators
+
+The names are imported on first use (PEP 562), so ``import mmcl`` and the ``mmcl`` command start
+without loading torch, timm or transformers until something needs them.
 """
 
-from .config import ConfigError, Recipe, load_recipe
-from .data.synthetic import SyntheticConfig, make_corpus
-from .eval import evaluate
-from .interop import export_open_clip, from_pretrained, import_open_clip, load_pretrained, push_to_hub
-from .losses import create_loss, list_losses, register_loss
-from .models import DualEncoder, DualEncoderOutput, ImageEncoder, create_model
-from .train import Trainer, TrainingError, load_run
+from __future__ import annotations
+
+import importlib
+
+from .errors import ConfigError, TrainingError
 
 __version__ = "0.1.0"
 
-__all__ = [
+# public name -> module that defines it
+_LAZY = {
+    "Recipe": ".config",
+    "load_recipe": ".config",
+    "SyntheticConfig": ".data.synthetic",
+    "make_corpus": ".data.synthetic",
+    "evaluate": ".eval",
+    "export_open_clip": ".interop",
+    "from_pretrained": ".interop",
+    "import_open_clip": ".interop",
+    "load_pretrained": ".interop",
+    "push_to_hub": ".interop",
+    "create_loss": ".losses",
+    "list_losses": ".losses",
+    "register_loss": ".losses",
+    "DualEncoder": ".models",
+    "DualEncoderOutput": ".models",
+    "ImageEncoder": ".models",
+    "create_model": ".models",
+    "Trainer": ".train",
+    "load_run": ".train",
+}
+
+__all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
     "ConfigError",
     "DualEncoder",
     "DualEncoderOutput",
@@ -35,11 +59,23 @@ __all__ = [
     "export_open_clip",
     "from_pretrained",
     "import_open_clip",
-    "load_pretrained",
-    "push_to_hub",
     "list_losses",
+    "load_pretrained",
     "load_recipe",
     "load_run",
     "make_corpus",
+    "push_to_hub",
     "register_loss",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'mmcl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

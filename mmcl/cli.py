@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Multi-modal contrastive learning: train CLIP-like models from YAML recipes and evaluate them.",
     )
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of an error (also: MMCL_DEBUG=1); errors are one line otherwise",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser(
@@ -393,21 +398,22 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    # read by transformers when it is imported: no import here, so a bad recipe fails fast
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _train(args) -> int:
     from .config import load_recipe
-    from .train import Trainer
 
+    # the recipe is read and checked before the trainer (torch, timm, transformers) is imported
     if args.smoke:
         from .smoke import smoke_recipe
 
         recipe = smoke_recipe(args.recipe, args.overrides)
     else:
         recipe = load_recipe(args.recipe, args.overrides)
+    from .train import Trainer
+
     Trainer(recipe).fit()
     return 0
 
@@ -642,9 +648,50 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def _debug_wanted(argv: list[str]) -> bool:
+    """``--debug`` anywhere on the line, or MMCL_DEBUG=1: show tracebacks (for developers)."""
+    return "--debug" in argv or os.environ.get("MMCL_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _os_error_line(e: OSError) -> str:
+    """An OSError as one line: what failed, on which file, and the free space where it matters."""
+    import errno
+    import shutil
+
+    where = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e)
+    line = f"{what}: {where}" if where else what
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) and where:
+        folder = Path(where).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            line += (
+                f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}); free space or write elsewhere"
+            )
+        except OSError:
+            pass
+    return line
+
+
+def _run(args, parser) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        return _eval(args, parser)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "export":
+        return args.func(args)
+    return _data(args, parser)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_wanted(argv)
+    argv = [a for a in argv if a != "--debug"]
     parser = _parser()
-    args = parser.parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(normalise_argv(argv))
     if args.version:
         from . import __version__
 
@@ -654,21 +701,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries()
-    from .config import ConfigError
-    from .train.trainer import TrainingError
+    from .errors import ConfigError, TrainingError
 
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            return _eval(args, parser)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "export":
-            return args.func(args)
-        return _data(args, parser)
+        return _run(args, parser)
     except (ConfigError, TrainingError) as e:
+        if debug:
+            raise
         print(f"mmcl: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or disk the user pointed at: missing, unreadable, full, read-only
+        if debug:
+            raise
+        print(f"mmcl: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

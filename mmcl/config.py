@@ -11,7 +11,9 @@ import dataclasses
 import difflib
 import importlib.util
 import inspect
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -132,6 +134,8 @@ class VisionConfig:
     lock: bool = False
     unlocked_groups: int = 0
     grad_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% more compute)
+    # weights must name every tensor of the tower, and only those; false: load what matches, print the rest
+    strict: bool = True
     patch_dropout: float = 0.0  # FLIP: drop this fraction of patch tokens while training (ViTs only)
 
 
@@ -355,6 +359,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -404,15 +410,53 @@ def _strip_replace(d: dict) -> dict:
     return {k: _strip_replace(v) if isinstance(v, dict) else v for k, v in d.items() if k != "_replace_"}
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``1e-3``, ``5E+4`` and ``2e5`` as numbers (YAML 1.2 does;
+    PyYAML follows YAML 1.1, which needs a dot, so a file's ``lr: 1e-3`` was a string while the
+    override ``train.lr=1e-3`` was a number)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_error(source: str, e: yaml.YAMLError) -> str:
+    """One line: ``FILE:LINE:COL: what`` (PyYAML's own message spans several lines)."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+    return f"{where}: not valid YAML: {' '.join(what.split())}"
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse recipe text with :class:`RecipeLoader`; errors are one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(_yaml_error(source, e)) from None
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; give a recipe YAML file (see recipes/)")
     if not path.is_file():
         raise ConfigError(f"recipe file not found: {path}")
     if path.resolve() in chain:
         raise ConfigError(f"_base_ cycle: {' -> '.join(str(p) for p in (*chain, path))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"recipe {path}: cannot be read ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"recipe {path}: not a text file (byte {e.start} is not UTF-8); give a recipe YAML file (see recipes/)"
+        ) from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     bases = data.pop("_base_", None)
@@ -433,15 +477,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.load(raw, Loader=RecipeLoader) if raw != "" else ""  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
-        value = raw
-    # YAML reads "5e-4" as a string; accept it as a number.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            pass
+        value = raw  # not YAML on its own (e.g. a bare "{"): the text itself
     return key.split("."), value
 
 
@@ -460,9 +498,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def recipe_from_dict(data: dict) -> Recipe:
+def recipe_from_dict(data: dict, model_only: bool = False) -> Recipe:
+    """A checked :class:`Recipe` from plain data (``model_only``: see :func:`validate`)."""
     recipe = _build(Recipe, data)
-    validate(recipe)
+    validate(recipe, model_only=model_only)
     return recipe
 
 
@@ -528,10 +567,36 @@ def _kwargs_hint(name: str) -> str:
     )
 
 
-def validate(recipe: Recipe) -> None:
-    from .losses import LOSSES, create_loss, list_losses
+def validate(recipe: Recipe, model_only: bool = False) -> None:
+    """Check what types cannot say. Checks that need no heavy library run first, so a mistake in
+    a recipe is reported before torch, timm or transformers are imported.
 
-    d, m, t, lo = recipe.data, recipe.model, recipe.train, recipe.loss
+    Args:
+        model_only: check only what building the model needs (loading a trained model needs no
+            loss, data or optimiser: a run trained with a plugin loss loads without the plugin).
+    """
+    if model_only:
+        _validate_model(recipe)
+        return
+    _validate_name(recipe.name)
+    _validate_data(recipe)
+    _validate_train(recipe)
+    _validate_eval(recipe)
+    _validate_model(recipe)
+    _validate_loss(recipe)
+
+
+def _validate_name(name: str) -> None:
+    """The run name becomes a folder under ``train.output_dir``: one plain path component."""
+    _check(
+        bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0"),
+        f"name: {name!r} is not a valid run name: it names the run folder (train.output_dir runs/{{name}}), so it "
+        "must be non-empty, without '/', '\\' or NUL, and not '.' or '..'",
+    )
+
+
+def _validate_data(recipe: Recipe) -> None:
+    d, m, lo = recipe.data, recipe.model, recipe.loss
     _check(d.batch_size >= 2, f"data.batch_size must be >= 2 for a contrastive loss, got {d.batch_size}")
     _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
     _check(
@@ -578,49 +643,6 @@ def validate(recipe: Recipe) -> None:
             f"data.synthetic.max_objects must be an integer in 2..9 (one object per cell of the 3x3 grid), "
             f"got {s.max_objects!r}",
         )
-
-    _check(m.embed_dim > 0, f"model.embed_dim must be > 0, got {m.embed_dim}")
-    _check(
-        m.logit_scale_init > 0 and m.logit_scale_max >= m.logit_scale_init,
-        "model.logit_scale_init must be > 0 and <= model.logit_scale_max",
-    )
-    _check_vision(m.vision)
-    if m.kind == "image_text":
-        _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
-        _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
-        _check(not m.dense, "model.dense (a DenseCL dense head) needs model.kind: image_image")
-        _check_text(m.text)
-    elif m.vision2 is not None:
-        _check_vision(m.vision2, "model.vision2")
-    _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
-    try:
-        loss = create_loss(lo.name, **lo.kwargs)
-    except (TypeError, ValueError) as e:
-        hint = _kwargs_hint(lo.name) if isinstance(e, TypeError) else ""
-        raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}{hint}") from None
-    if m.kind == "image_image":
-        _validate_image_image(recipe, loss)
-    elif getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):
-        fits = [
-            n
-            for n in list_losses()
-            if getattr(LOSSES.get(n), "pairing", "") == "cross_modal"
-            or getattr(LOSSES.get(n), "symmetric_views", False)
-        ]
-        raise ConfigError(
-            f"loss.name: {lo.name!r} is a two-view loss for image-image training; image-text training needs "
-            f"one of: {', '.join(fits)}"
-        )
-    if d.negatives_key is not None:
-        _check(
-            lo.name in ("infonce", "cluster_infonce"),
-            "data.negatives_key: hard-negative captions are scored by loss.name: infonce or cluster_infonce "
-            f"(got {lo.name!r})",
-        )
-        _check(
-            t.accumulation_steps == 1,
-            "data.negatives_key does not support train.accumulation_steps > 1 yet; valid value: 1",
-        )
     _check(
         0.0 < d.negatives_fraction <= 1.0,
         f"data.negatives_fraction must be in (0, 1], the share of rows that carry a hard-negative caption "
@@ -664,16 +686,15 @@ def validate(recipe: Recipe) -> None:
         _check(m.kind == "image_text", f"data.sampler: caption_edits pairs captions; model.kind is {m.kind!r}")
     else:
         _check(not d.sampler_kwargs, "data.sampler_kwargs is for data.sampler: clusters or caption_edits")
-    if getattr(loss, "needs_bias", False) and m.logit_bias_init is None:
-        raise ConfigError(
-            f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "
-            "with model.logit_scale_init: 10)"
-        )
 
+
+def _validate_train(recipe: Recipe) -> None:
+    t = recipe.train
     _check(t.steps > 0, f"train.steps must be > 0, got {t.steps}")
     _check(t.ema_decay is None or 0 < t.ema_decay < 1, f"train.ema_decay must be in (0, 1) or null, got {t.ema_decay}")
     _check(t.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {t.max_bad_steps}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    _check(t.eps > 0, f"train.eps (AdamW's epsilon) must be > 0, got {t.eps}")
     _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _check(
         len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
@@ -700,6 +721,9 @@ def validate(recipe: Recipe) -> None:
     except (KeyError, IndexError):
         raise ConfigError(f"train.output_dir may only use the placeholder {{name}}, got {t.output_dir!r}") from None
 
+
+def _validate_eval(recipe: Recipe) -> None:
+    d = recipe.data
     _check(recipe.eval.every >= 0, f"eval.every must be >= 0, got {recipe.eval.every}")
     _check(recipe.eval.batch_size > 0, f"eval.batch_size must be > 0, got {recipe.eval.batch_size}")
     _check(d.caption_separator != "", "data.caption_separator must be a non-empty string (or null)")
@@ -752,6 +776,63 @@ def validate(recipe: Recipe) -> None:
         )
 
 
+def _validate_model(recipe: Recipe) -> None:
+    m = recipe.model
+    _check(m.embed_dim > 0, f"model.embed_dim must be > 0, got {m.embed_dim}")
+    _check(
+        m.logit_scale_init > 0 and m.logit_scale_max >= m.logit_scale_init,
+        "model.logit_scale_init must be > 0 and <= model.logit_scale_max",
+    )
+    _check_vision(m.vision)
+    if m.kind == "image_text":
+        _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
+        _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
+        _check(not m.dense, "model.dense (a DenseCL dense head) needs model.kind: image_image")
+        _check_text(m.text)
+    elif m.vision2 is not None:
+        _check_vision(m.vision2, "model.vision2")
+
+
+def _validate_loss(recipe: Recipe) -> None:
+    from .losses import LOSSES, create_loss, list_losses
+
+    d, m, t, lo = recipe.data, recipe.model, recipe.train, recipe.loss
+    _check(lo.name in list_losses(), f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
+    try:
+        loss = create_loss(lo.name, **lo.kwargs)
+    except (TypeError, ValueError) as e:
+        hint = _kwargs_hint(lo.name) if isinstance(e, TypeError) else ""
+        raise ConfigError(f"loss.kwargs {lo.kwargs} are not valid for {lo.name!r}: {e}{hint}") from None
+    if m.kind == "image_image":
+        _validate_image_image(recipe, loss)
+    elif getattr(loss, "pairing", "cross_modal") != "cross_modal" and not getattr(loss, "symmetric_views", False):
+        fits = [
+            n
+            for n in list_losses()
+            if getattr(LOSSES.get(n), "pairing", "") == "cross_modal"
+            or getattr(LOSSES.get(n), "symmetric_views", False)
+        ]
+        raise ConfigError(
+            f"loss.name: {lo.name!r} is a two-view loss for image-image training; image-text training needs "
+            f"one of: {', '.join(fits)}"
+        )
+    if d.negatives_key is not None:
+        _check(
+            lo.name in ("infonce", "cluster_infonce"),
+            "data.negatives_key: hard-negative captions are scored by loss.name: infonce or cluster_infonce "
+            f"(got {lo.name!r})",
+        )
+        _check(
+            t.accumulation_steps == 1,
+            "data.negatives_key does not support train.accumulation_steps > 1 yet; valid value: 1",
+        )
+    if getattr(loss, "needs_bias", False) and m.logit_bias_init is None:
+        raise ConfigError(
+            f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "
+            "with model.logit_scale_init: 10)"
+        )
+
+
 IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval", "dense_probe", "finetune")
 
 
@@ -798,7 +879,11 @@ def _validate_image_image(recipe: Recipe, loss) -> None:
 
 
 def _check_vision(v: VisionConfig, key: str = "model.vision") -> None:
-    import timm
+    if v.weights is not None:
+        _check(Path(resolve_path(v.weights)).is_file(), f"{key}.weights: file not found: {v.weights}")
+    _check(0 <= v.patch_dropout < 1, f"{key}.patch_dropout must be in [0, 1), got {v.patch_dropout}")
+    _check(v.unlocked_groups >= 0, f"{key}.unlocked_groups must be >= 0, got {v.unlocked_groups}")
+    import timm  # here, not at the top: a recipe's other mistakes are reported before timm loads
 
     if not timm.is_model(v.name):
         close = difflib.get_close_matches(v.name, timm.list_models(), n=5)
@@ -806,10 +891,6 @@ def _check_vision(v: VisionConfig, key: str = "model.vision") -> None:
             f"{key}.name: {v.name!r} is not a timm model"
             + (f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()")
         )
-    if v.weights is not None:
-        _check(Path(resolve_path(v.weights)).is_file(), f"{key}.weights: file not found: {v.weights}")
-    _check(0 <= v.patch_dropout < 1, f"{key}.patch_dropout must be in [0, 1), got {v.patch_dropout}")
-    _check(v.unlocked_groups >= 0, f"{key}.unlocked_groups must be >= 0, got {v.unlocked_groups}")
 
 
 def _check_text(t: TextConfig) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsafeFileError
 
 MODEL_TYPES = ("auto", "mmcl", "open_clip", "hf")
 
@@ -175,6 +175,12 @@ class OpenClipAdapter(_Adapter):
             )
         if pretrained is not None and not Path(pretrained).is_file():
             raise ConfigError(f"open_clip weights {pretrained!r} not found (a local .pt/.bin/.safetensors file)")
+        if pretrained is not None:
+            from ..weights import load_state_file
+
+            # read once with mmcl's safe loader first: a refusal is one line naming the file, where
+            # open_clip's own loader would end in a traceback
+            load_state_file(pretrained, "open_clip weights file")
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
         return cls(model, preprocess, open_clip.get_tokenizer(name), device, name=name, pretrained=pretrained or "")
 
@@ -203,7 +209,16 @@ class HFClipAdapter(_Adapter):
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         path = Path(path)
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        except ValueError as e:  # e.g. a config.json that needs remote code (a custom model_type)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "trust_remote_code" in str(e) or "custom code" in str(e):
+                raise UnsafeFileError(
+                    f"{path}: refused: this model needs code from its own folder or repo (trust_remote_code), "
+                    "and mmcl never runs remote code; supported model types: " + ", ".join(cls.SUPPORTED)
+                ) from None
+            raise ConfigError(f"{path}: not a readable Hugging Face model folder ({first[:200]})") from None
         if config.model_type not in cls.SUPPORTED:
             raise ConfigError(
                 f"{path}: model_type {config.model_type!r} is not a CLIP-style dual encoder; "

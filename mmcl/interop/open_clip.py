@@ -417,22 +417,11 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"open_clip weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from ..weights import load_state_file as read_weights
 
-        state = load_file(str(path))
-    else:
-        import pickle
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as e:
-            raise ConfigError(
-                f"{path}: not loadable as plain tensors (mmcl never unpickles arbitrary objects): "
-                f"{str(e).splitlines()[0]}"
-            ) from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
+    state = read_weights(path, "open_clip weights file")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{path}: not a state dict of tensors")
     for prefix in ("module.", "_orig_mod."):

@@ -279,10 +279,9 @@ def _pickles(path: Path) -> list[str]:
 
 
 def _load_pretrained_dir(path: Path):
-    from safetensors.torch import load_model
-
     from ..config import ModelConfig, _build
     from ..models import create_model
+    from ..weights import load_safetensors_into
 
     config = _read_json(path / CONFIG_NAME)
     weights = path / WEIGHTS_NAME
@@ -309,7 +308,7 @@ def _load_pretrained_dir(path: Path):
             cfg.vision.image_size = int(size[-1])
     text_config = None if image_only else text_config_from_dict(config["text_config"])
     model = create_model(cfg, text_config=text_config, load_weights=False)
-    load_model(model, str(weights), strict=True)
+    load_safetensors_into(model, weights, strict=True)
     return model
 
 

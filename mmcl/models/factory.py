@@ -28,7 +28,9 @@ def create_model(
     """
     vision = TimmVisionTower(cfg.vision, load_weights=load_weights)
     if cfg.kind == "image_image":
-        vision2 = None if cfg.vision2 is None else TimmVisionTower(cfg.vision2, load_weights=load_weights)
+        vision2 = None
+        if cfg.vision2 is not None:
+            vision2 = TimmVisionTower(cfg.vision2, load_weights=load_weights, key="model.vision2")
         model = ImageEncoder(cfg, vision, vision2)
     else:
         text = HFTextTower(cfg.text, hf_config=text_config)
@@ -36,6 +38,19 @@ def create_model(
     if load_weights and cfg.init_from:
         init_from_pretrained(model, cfg.init_from)
     return model
+
+
+def weights_summary(model: DualEncoder | ImageEncoder) -> str:
+    """Where each tower's starting weights came from, in one line (printed at start-up)."""
+    cfg = model.cfg
+    if cfg.init_from:
+        return f"all from model.init_from {cfg.init_from}"
+    parts = [f"vision <- {model.vision.weights_note}"]
+    if getattr(model, "vision2", None) is not None:
+        parts.append(f"vision2 <- {model.vision2.weights_note}")
+    if cfg.kind != "image_image":
+        parts.append(f"text <- {cfg.text.path} (pretrained)" if cfg.text.path else "text <- random init")
+    return "; ".join(parts)
 
 
 def init_from_pretrained(model: DualEncoder | ImageEncoder, source: str) -> None:

@@ -2,13 +2,80 @@
 
 from __future__ import annotations
 
+import sys
+
 import timm
 import torch
 from torch import nn
 
 from ..config import VisionConfig, resolve_path
 from ..errors import ConfigError
+from ..weights import key_mismatch_message, load_state_file
 from .lock import lock_timm
+
+# where training scripts commonly nest the weights in a checkpoint, and the prefix DDP adds
+_NESTED = ("state_dict", "model", "state_dict_ema", "model_ema")
+
+
+def _unwrap(state: dict) -> dict:
+    for name in _NESTED:
+        if isinstance(state.get(name), dict) and state[name] and all(torch.is_tensor(v) for v in state[name].values()):
+            state = state[name]
+            break
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def load_tower_weights(trunk: nn.Module, path: str, strict: bool = True, key: str = "model.vision") -> str:
+    """Load a weights file (safetensors, or a torch file with ``weights_only``) into a timm trunk.
+
+    The model family's own ``checkpoint_filter_fn`` adapts the file first where timm has one (e.g.
+    position embeddings resized to the model's ``img_size``), and a classifier head the feature
+    extractor does not have is dropped. Anything else that does not match stops the run with one
+    line; ``strict: false`` loads the tensors that match and says how many.
+
+    Returns:
+        A one-line description of what was loaded, for the run summary.
+    """
+    state = load_state_file(path, f"{key}.weights file")
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in _unwrap(state).values()):
+        raise ConfigError(f"{key}.weights: {path} does not hold a state dict (tensors by name)")
+    state = _unwrap(state)
+    module = sys.modules.get(type(trunk).__module__)
+    adapt = getattr(module, "checkpoint_filter_fn", None)
+    if adapt is not None:
+        try:
+            state = adapt(state, trunk)
+        except Exception:  # noqa: BLE001 - a file in another naming: the key check below says what is wrong
+            pass
+    ours = trunk.state_dict()
+    head = (getattr(trunk, "pretrained_cfg", None) or {}).get("classifier") or ()
+    heads = tuple(f"{h}." for h in ([head] if isinstance(head, str) else head))
+    unexpected = sorted(k for k in state if k not in ours and not (heads and k.startswith(heads)))
+    missing = sorted(k for k in ours if k not in state)
+    shapes = sorted(k for k in ours if k in state and tuple(state[k].shape) != tuple(ours[k].shape))
+    if strict and (missing or unexpected):
+        raise ConfigError(
+            key_mismatch_message(f"{key}.weights {path}", missing, unexpected, list(ours))
+            + f" (set {key}.strict: false to load only the tensors that match)"
+        )
+    if shapes and (strict or len(shapes) == len(ours)):
+        k = shapes[0]
+        raise ConfigError(
+            f"{key}.weights {path}: {len(shapes)} tensors have other shapes than the model's, e.g. {k}: "
+            f"{tuple(state[k].shape)} in the file, {tuple(ours[k].shape)} in the model"
+        )
+    keep = {k: v for k, v in state.items() if k in ours and k not in shapes}
+    if not keep:
+        raise ConfigError(key_mismatch_message(f"{key}.weights {path}", missing, unexpected, list(ours)))
+    trunk.load_state_dict(keep, strict=False)
+    if len(keep) == len(ours):
+        return f"{path} (all {len(ours)} tensors)"
+    return (
+        f"{path} ({len(keep)} of {len(ours)} tensors; {len(ours) - len(keep)} left at random init, "
+        f"{len(unexpected)} in the file unused; {key}.strict: false)"
+    )
 
 
 class TimmVisionTower(nn.Module):
@@ -17,14 +84,11 @@ class TimmVisionTower(nn.Module):
     Shape: images (B, 3, H, W) -> features (B, ``num_features``).
     """
 
-    def __init__(self, cfg: VisionConfig, load_weights: bool = True):
+    def __init__(self, cfg: VisionConfig, load_weights: bool = True, key: str = "model.vision"):
         super().__init__()
         kwargs = dict(cfg.kwargs)
         if cfg.patch_dropout:
             kwargs["patch_drop_rate"] = cfg.patch_dropout
-        if cfg.weights is not None and load_weights:
-            # timm reads the local file (safetensors or a state dict loaded with weights_only=True).
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": resolve_path(cfg.weights)})
         try:
             self.trunk = timm.create_model(cfg.name, num_classes=0, **kwargs)
         except TypeError as e:
@@ -35,6 +99,12 @@ class TimmVisionTower(nn.Module):
             raise ConfigError(
                 f"model.vision.kwargs {cfg.kwargs} not accepted by timm model {cfg.name!r}: {e}"
             ) from None
+        # what the tower's weights came from, for the run summary
+        self.weights_note = "random init"
+        if cfg.weights is not None and load_weights:
+            # Loaded here, not by timm: timm loads a feature extractor's file non-strictly (a file in
+            # another naming would leave the tower at random init with only a log line) and may unpickle.
+            self.weights_note = load_tower_weights(self.trunk, resolve_path(cfg.weights), cfg.strict, key)
         if cfg.pool is not None:
             try:
                 self.trunk.reset_classifier(0, global_pool=cfg.pool)

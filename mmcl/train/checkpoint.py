@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
+
+from ..weights import load_safetensors_into, load_torch_file
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "step-"
@@ -124,10 +126,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` from a checkpoint folder into ``model`` (strict)."""
-    load_model(model, str(Path(path) / "model.safetensors"), strict=True)
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, name: str = "model.safetensors") -> None:
+    """Load ``name`` from a checkpoint folder into ``model`` (strict; a bad file is refused in one line)."""
+    load_safetensors_into(model, Path(path) / name, strict=True)
 
 
 def load_state(path: str | os.PathLike) -> dict:
-    return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+    """The checkpoint's ``state.pt``, read with ``weights_only=True`` (a pickle with code is refused)."""
+    return load_torch_file(Path(path) / "state.pt", "checkpoint state")

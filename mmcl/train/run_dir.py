@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_model
 from transformers import AutoConfig, AutoTokenizer
 
 from ..config import ConfigError, Recipe, recipe_from_dict, recipe_to_dict
@@ -40,11 +39,12 @@ def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
     data["model"]["init_from"] = None
     data["train"]["resume"] = None
     if data["model"].get("kind") == "image_image":  # no text tower
-        return recipe_from_dict(data)
+        return recipe_from_dict(data, model_only=True)
     data["model"]["text"]["tokenizer"] = str(Path(run_dir) / "tokenizer")
     data["model"]["text"]["config"] = {"model_type": "bert"}  # placeholder; replaced by text_config.json
     data["model"]["text"]["path"] = None
-    return recipe_from_dict(data)
+    # only the model is checked: loading needs no loss (a plugin loss need not be imported), data or optimiser
+    return recipe_from_dict(data, model_only=True)
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, ema: bool | None = None):
@@ -74,7 +74,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     if ema and not has_ema:
         raise ConfigError(f"{ckpt} has no ema.safetensors (the run did not set train.ema_decay)")
     if has_ema and ema is not False:
-        load_model(model, str(ckpt / "ema.safetensors"), strict=True)
+        load_weights(ckpt, model, "ema.safetensors")
     else:
         load_weights(ckpt, model)
     if image_image:

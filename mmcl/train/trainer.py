@@ -12,7 +12,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, gather_object, set_seed
-from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..config import Recipe
@@ -21,11 +20,12 @@ from ..data.sources import build_train_data
 from ..data.stream import merge_positions
 from ..data.synthetic import ensure_corpus
 from ..data.transforms import MultiView
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses.base import call_cross_modal, create_loss
 from ..models import create_model, text_model_config
+from ..models.factory import weights_summary
 from .checkpoint import (
     latest_checkpoint,
     load_state,
@@ -53,10 +53,6 @@ class _FullWeights(torch.nn.Module):
 
     def state_dict(self, *args, **kwargs):
         return self._weights
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
 def image_text_forward(model, batch: dict, negatives_grad: bool = True, encode_text=None):
@@ -259,7 +255,7 @@ class Trainer:
         set_rng_state(ranks[acc.process_index] if ranks and same_layout else state["rng"])
         if self.ema is not None:
             if (path / "ema.safetensors").is_file():
-                load_model(self.ema.module, str(path / "ema.safetensors"), strict=True)
+                load_weights(path, self.ema.module, "ema.safetensors")
             else:
                 acc.print(f"{path} has no ema.safetensors: the EMA starts from the loaded weights")
                 self.ema.module.load_state_dict(self.unwrapped.state_dict())
@@ -331,6 +327,7 @@ class Trainer:
                 f"mmcl run {r.name!r} -> {self.run_dir}",
                 f"  model: {self._model_line()}, embed_dim {r.model.embed_dim}",
                 f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
+                f"  weights: {weights_summary(self.unwrapped)}",
                 f"  data: {self.data.description}",
                 f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
                 f"x {r.train.accumulation_steps} accumulated (GradCache) = {per_step} samples per step",
