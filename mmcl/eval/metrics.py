@@ -233,6 +233,31 @@ def retrieval_ranks(
     return c["t2i_above"].cpu(), c["i2t_above"].cpu()
 
 
+def _unique_rows(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The distinct rows of ``x`` and, per row, the index of its own among them; ``(x, None)`` when
+    all rows differ (the usual case: no copy).
+
+    Rows are keyed by a random integer combination of their bytes, computed exactly in float64
+    (every product and partial sum is an integer below 2**53), so equal rows get equal keys in any
+    summation order: a floating-point projection would not, since a BLAS product rounds a row
+    differently with its position. Rows sharing a key are checked to be equal; a collision of
+    different rows (rare) falls back to ``torch.unique(dim=0)``."""
+    n, width = x.shape[0], x.shape[1] * x.element_size()
+    top = 2 ** (53 - 8 - max(1, (width - 1).bit_length()))  # 255 * top * width < 2**53
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.randint(1, top, (width,), generator=gen, dtype=torch.int64).double().to(x.device)
+    keys = torch.cat([x[s : s + chunk].contiguous().view(torch.uint8).double() @ weights for s in range(0, n, chunk)])
+    distinct, inverse = torch.unique(keys, return_inverse=True)
+    if len(distinct) == n:
+        return x, None
+    order = torch.arange(n, device=x.device)
+    first = torch.full((len(distinct),), n, device=x.device).scatter_reduce(0, inverse, order, "amin")
+    for s in range(0, n, chunk):
+        if not torch.equal(x[s : s + chunk], x[first[inverse[s : s + chunk]]]):
+            return torch.unique(x, dim=0, return_inverse=True)
+    return x[first], inverse
+
+
 def _topk_hits(
     queries: torch.Tensor,
     undecided: dict[int, torch.Tensor],
@@ -240,16 +265,18 @@ def _topk_hits(
     text_features: torch.Tensor,
     text_to_image: torch.Tensor,
     texts_query: bool,
-    budget: int = 2**26,
+    budget: int = 2**24,
 ) -> dict[int, torch.Tensor]:
     """Whether ``torch.topk(row, k)`` of each query's score row holds one of its positives, as
     CLIP_benchmark's ``recall_at_k`` decides it.
 
-    ``torch.topk`` breaks ties by its algorithm, not by index (on CPU: a heap when 64 k <= N,
-    introselect otherwise), so the result depends on the whole row; the row is rebuilt for these
-    queries only. The candidates are deduplicated first: identical embeddings score bitwise
-    identically in CLIP_benchmark's single matrix multiply, and here they share one computed
-    score, whatever the shape of the multiply. Rows are built ``budget // N`` at a time.
+    ``torch.topk`` does not put the lower index first among ties: on CPU it runs, per row, a heap
+    selection where 64 k <= N and an introselect otherwise, so which tied candidates make the top k
+    depends on k, on N and on the whole row (not on the batch). The row is therefore rebuilt for
+    these queries only and handed to ``torch.topk`` itself. Identical candidate embeddings share one
+    computed score (:func:`_unique_rows`): they score bitwise identically in CLIP_benchmark's single
+    matrix multiply, while products of other shapes may round them apart. Rows are built
+    ``budget // N`` at a time (64 MB of float32 scores by default).
 
     Args:
         queries: (Q,) indices of captions (``texts_query``) or images.
@@ -259,17 +286,16 @@ def _topk_hits(
         {k: (Q,) bool hits}, meaningful where ``undecided[k]`` is True.
     """
     candidates = image_features if texts_query else text_features
-    unique, inverse = torch.unique(candidates, dim=0, return_inverse=True)
+    unique, inverse = _unique_rows(candidates)
     n = candidates.shape[0]
     step = max(1, budget // n)
     hits = {k: torch.zeros(len(queries), dtype=torch.bool, device=queries.device) for k in undecided}
     for s in range(0, len(queries), step):
         q = queries[s : s + step]
         # oriented as CLIP_benchmark's ``texts @ images.T``: texts on the left
-        if texts_query:
-            rows = (text_features[q] @ unique.T)[:, inverse]
-        else:
-            rows = (unique @ image_features[q].T).T[:, inverse]
+        rows = text_features[q] @ unique.T if texts_query else (unique @ image_features[q].T).T
+        if inverse is not None:
+            rows = rows[:, inverse]
         for k, todo_at_k in undecided.items():
             todo = todo_at_k[s : s + step].nonzero().squeeze(1)
             if not len(todo):

@@ -58,6 +58,7 @@ def clip_benchmark_recall(images, texts, text_to_image, per_image, ks=KS, batch_
         (200, 8, 1, 20),  # and duplicate images: ties in caption -> image retrieval too
         (37, 3, 2, 4),  # small: torch.topk's introselect path (64 k > N) for every k
         (700, 80, 3, 0),  # its heap path (64 k <= N) for every k in both directions
+        (200, 3, 16, 0),  # 3 distinct captions, ~130 copies each
     ],
 )
 @pytest.mark.parametrize("tiles", [(None, None), (7, 13), (64, 50)])
@@ -128,6 +129,21 @@ def test_near_ties_within_rounding_follow_topk():
     expected = (torch.topk(scores, 1, dim=1).indices[:, 0] == torch.arange(300)).float().mean().item()
     assert ours["image_retrieval_recall@1"] == expected
     assert ours["image_retrieval_recall_optimistic@1"] == pytest.approx(expected + 1 / 300)
+
+
+def test_identical_rows_are_found_wherever_they_sit():
+    """Equal rows must get one key in any position: a float projection through a BLAS product rounds
+    a row differently with its position, which split a tied caption group in two."""
+    from mmcl.eval.metrics import _unique_rows
+
+    g = torch.Generator().manual_seed(0)
+    for n, d, distinct in ((407, 32, 3), (20000, 768, 50), (5, 3, 1)):
+        x = torch.randn(distinct, d, generator=g)[torch.randint(0, distinct, (n,), generator=g)]
+        unique, inverse = _unique_rows(x)
+        assert len(unique) == len(torch.unique(x, dim=0)) and torch.equal(unique[inverse], x)
+    x = torch.randn(9, 4, generator=g)
+    unique, inverse = _unique_rows(x)
+    assert unique is x and inverse is None  # all distinct: no copy
 
 
 def test_repeated_captions_share_one_embedding():
