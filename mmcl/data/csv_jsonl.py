@@ -27,6 +27,7 @@ drawn).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
@@ -99,6 +100,20 @@ def caption_chars(value) -> int:
     return len(value) if isinstance(value, str) else len(str(value))
 
 
+def _is_utf8(path: Path) -> bool:
+    """Whether the whole file decodes as UTF-8: one fast pass that spares the row-by-row search for
+    undecodable bytes in the usual case."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with open(path, "rb") as f:
+        try:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 def _lift_field_size_limit() -> None:
     # Process-wide and only ever raised: a cell of any size is read, then judged by its row's checks.
     limit = sys.maxsize
@@ -111,6 +126,7 @@ def _lift_field_size_limit() -> None:
 
 
 def _read_jsonl(path: Path, rows: list) -> None:
+    undecodable = not _is_utf8(path)
     with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -122,7 +138,7 @@ def _read_jsonl(path: Path, rows: list) -> None:
                 continue
             if not isinstance(value, dict):
                 rows.append(BadRow("bad_row", n, detail=f"a JSON {type(value).__name__}, not an object"))
-            elif (not line.isascii() or "\\u" in line) and has_surrogate(value):
+            elif ((undecodable and not line.isascii()) or "\\u" in line) and has_surrogate(value):
                 rows.append(BadRow("bad_encoding", n, value, "bytes that are not UTF-8"))
             else:
                 rows.append(value)
@@ -130,6 +146,7 @@ def _read_jsonl(path: Path, rows: list) -> None:
 
 def _read_csv(path: Path, separator: str, rows: list) -> None:
     _lift_field_size_limit()
+    undecodable = not _is_utf8(path)
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.reader(f, delimiter=separator)
         try:
@@ -155,7 +172,7 @@ def _read_csv(path: Path, separator: str, rows: list) -> None:
                 row[None] = values[width:]
             else:
                 row.update(dict.fromkeys(header[len(values) :]))
-            if has_surrogate(values):
+            if undecodable and has_surrogate(values):
                 row = BadRow("bad_encoding", reader.line_num, row, "bytes that are not UTF-8")
             rows.append(row)
 
