@@ -7,7 +7,7 @@ One bad row never stops a run. :func:`read_table` reads every row it can and mar
   ``surrogateescape``, so reading never fails, and the row is marked rather than guessed at (a lone
   surrogate in a caption would also make the tokenizer raise).
 - ``bad_row``: a JSONL line that is not a JSON object, or a CSV record the ``csv`` module rejects;
-  the datasets below also mark a row whose label cell is not an integer.
+  the datasets below also mark a row without an image cell or whose label cell is not an integer.
 - ``caption_too_long``: marked by the datasets below, which know the caption column.
 
 The ``csv`` module's field size limit (131,072 characters by default) is lifted, so a huge cell is
@@ -201,11 +201,14 @@ def read_table(path: str | os.PathLike, separator: str = ",", keep_bad: bool = F
     return Rows(rows if keep_bad else [r for r in rows if not isinstance(r, BadRow)], skipped)
 
 
-def row_problem(row: dict, caption_key: str | None) -> str | None:
+def row_problem(row: dict, caption_key: str | None, image_key: str | None = None) -> str | None:
     """Why a row of :func:`read_table` cannot be used (a ``SKIP_REASONS`` entry), or None: its own
-    mark, or a caption cell over :data:`MAX_CAPTION_CHARS`."""
+    mark, no ``image_key`` cell at all (a JSONL object without the key, a CSV line with too few
+    cells: ``bad_row``), or a caption cell over :data:`MAX_CAPTION_CHARS`."""
     if isinstance(row, BadRow):
         return row.reason
+    if image_key is not None and row.get(image_key) is None:
+        return "bad_row"
     if caption_key is not None and caption_chars(row.get(caption_key)) > MAX_CAPTION_CHARS:
         return "caption_too_long"
     return None
@@ -234,7 +237,7 @@ class PairedImageTextDataset(MapPairs):
     """Map-style dataset of (image, caption) pairs, opened lazily.
 
     A missing or corrupt image, an empty caption or a bad row of the file (bytes that are not UTF-8,
-    a line that is not JSON, a label that is not an integer, a caption cell over
+    a line that is not JSON, no image cell, a label that is not an integer, a caption cell over
     :data:`MAX_CAPTION_CHARS`; see the module docstring) does not stop a run: ``__getitem__``
     returns None with the reason, the collate drops it, and the trainer counts it (see
     ``SKIP_REASONS``). Bad rows keep their index, so epochs, resume positions and sharding are
@@ -293,7 +296,7 @@ class PairedImageTextDataset(MapPairs):
         rows = rows[:max_items] if max_items is not None else rows
         self.bad_rows: dict[int, str] = {}
         for i, r in enumerate(rows):
-            reason = row_problem(r, caption_key if need_caption else None)
+            reason = row_problem(r, caption_key if need_caption else None, image_key)
             if reason is None and label_key is not None and _label(r, label_key) is None:
                 reason = "bad_row"
             if reason is not None:

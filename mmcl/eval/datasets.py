@@ -7,8 +7,8 @@ encoder skips and counts. Formats (``kind``):
 - ``csv`` / ``jsonl``: one row per (image, caption); rows sharing an image path are several captions
   of one image, and a JSONL caption may also be a list. ``classnames.txt`` / ``templates.txt`` next
   to the file are picked up (the layout ``mmcl data make-synthetic`` writes). A bad row (bytes that
-  are not UTF-8, a line that is not JSON, a label that is not an integer, a caption cell over
-  ``MAX_CAPTION_CHARS``) is skipped whole and counted once, as in training; an image keeps the
+  are not UTF-8, a line that is not JSON, no image cell, a label that is not an integer, a caption
+  cell over ``MAX_CAPTION_CHARS``) is skipped whole and counted once, as in training; an image keeps the
   captions of its good rows, and one left without any is left out of retrieval as ``empty_caption``.
 - ``folder``: ``ROOT/<class>/<image>`` (labelled, class names from folder names) or a flat folder.
 - ``wds``: CLIP_benchmark's WebDataset layout, ``ROOT/<split>/{0..n-1}.tar`` with ``nshards.txt``,
@@ -101,7 +101,7 @@ class TableImages(_Source, torch.utils.data.Dataset):
         self.bad_rows: list[str] = []  # reasons, one per bad row within the first max_items images
         for r in rows:
             full = max_items is not None and len(order) >= max_items
-            reason = row_problem(r, caption_key)
+            reason = row_problem(r, caption_key, image_key)
             label = -1
             if reason is None and label_key is not None and r[label_key] not in ("", None):
                 try:

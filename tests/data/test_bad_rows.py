@@ -134,6 +134,13 @@ def test_training_dataset_keeps_bad_rows_in_place(tiny_corpus, tmp_path):
     labelled.write_text(f"filepath,title,label\n{path},a,1\n{path},b,\n{path},c,two\n")
     ds = PairedImageTextDataset(labelled, to_tensor, label_key="label")
     assert ds.bad_rows == {1: "bad_row", 2: "bad_row"} and ds.labels == [1, -1, -1]
+    # a row without an image cell: a JSON object without the key, a CSV line with too few cells
+    keyless = tmp_path / "keyless.jsonl"
+    keyless.write_text('{"filepath": "a.png", "title": "a"}\n{"title": "no image"}\n')
+    short = tmp_path / "short.csv"
+    short.write_text("title,filepath\na,a.png\nonly a caption\n")
+    for path in (keyless, short):
+        assert PairedImageTextDataset(path, to_tensor).bad_rows == {1: "bad_row"}
 
 
 def test_eval_dataset_counts_each_bad_row_once(tiny_corpus, tmp_path):
@@ -149,6 +156,9 @@ def test_eval_dataset_counts_each_bad_row_once(tiny_corpus, tmp_path):
     assert source.captions[0] == [table[0]["title"], "a second caption"] and source.captions[1] == [table[1]["title"]]
     items = [source[i] for i in range(len(source))]
     assert items[-3:] == [(None, "bad_encoding"), (None, "caption_too_long"), (None, "bad_encoding")]
+    keyless = tmp_path / "keyless.jsonl"
+    keyless.write_text('{"filepath": "a.png", "title": "a"}\n{"title": "no image"}\n')
+    assert open_dataset(keyless).source.bad_rows == ["bad_row"]
 
 
 # --- end to end: training, mmcl eval retrieval, mmcl data convert / inspect ------------------------
