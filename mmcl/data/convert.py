@@ -7,7 +7,9 @@ img2dataset writes them. Next to the shards: ``sizes.json`` (samples per shard, 
 reads) and ``stats.json`` (totals and skips).
 
 Images that cannot be decoded, missing or unreadable files and images without a caption are
-skipped and counted, never written. Line breaks inside a caption become spaces (``.txt`` holds one
+skipped and counted, never written; so are the bad rows of a CSV/TSV/JSONL source (bytes that are
+not UTF-8, a line that is not JSON, a caption cell over ``MAX_CAPTION_CHARS``; see
+:mod:`mmcl.data.csv_jsonl`), each counted once by reason. Line breaks inside a caption become spaces (``.txt`` holds one
 caption per line). Shards are written to a temporary name and renamed when complete.
 """
 
@@ -32,7 +34,7 @@ KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 def _records(
     src: str, kind: str, image_key, caption_key, label_key, caption_template, image_root=None, caption_separator=None
 ):
-    """(path, captions, label) per image."""
+    """(path, captions, label) per image; ``(None, reason, None)`` per bad row of a table."""
     from ..eval.datasets import FolderImages, TableImages
 
     p = Path(src)
@@ -49,6 +51,8 @@ def _records(
             if caption_separator:
                 captions = [c for cell in captions for c in caption_list(cell, caption_separator)]
             yield table.root / image, captions, (label if label >= 0 else None)
+        for reason in table.bad_rows:
+            yield None, reason, None
     elif kind == "folder":
         folder = FolderImages(p)
         for path, label in zip(folder.files, folder.labels):
@@ -154,6 +158,9 @@ def convert_to_wds(
 
 def _write_all(records, writer: _ShardWriter, skipped: Counter, need_caption: bool, progress: bool) -> None:
     for path, captions, label in tqdm(records, desc="convert", unit="img", disable=not progress):
+        if path is None:  # a bad row of the source table
+            skipped[captions] += 1
+            continue
         if need_caption and not captions:
             skipped["empty_caption"] += 1
             continue

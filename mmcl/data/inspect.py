@@ -1,6 +1,7 @@
 """``mmcl data inspect``: what a dataset holds, before training on it.
 
-Counts images, captions, labels and unreadable samples (per reason); caption length and image size
+Counts images, captions, labels and unreadable samples (per reason, bad rows of a CSV/TSV/JSONL file
+included: ``bad_encoding``, ``bad_row``, ``caption_too_long``); caption length and image size
 statistics; and a PNG grid of sample images with their captions. Works on every format the
 evaluators read (CSV/TSV/JSONL, image folders, WebDataset shards, Hugging Face datasets).
 """

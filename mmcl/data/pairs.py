@@ -27,7 +27,20 @@ from .images import load_image
 # Reasons a sample can be skipped; counted per reason.
 # ``small_batch``: usable samples dropped with a batch that had < 2 usable samples on some rank.
 # ``no_negative``: a row without a hard-negative caption when ``data.negatives_key`` asks for one.
-SKIP_REASONS = ("missing_image", "corrupt_image", "empty_caption", "unreadable_shard", "small_batch", "no_negative")
+# ``bad_encoding``, ``bad_row``, ``caption_too_long``: a CSV/TSV/JSONL row with bytes that are not
+# UTF-8, a row that cannot be parsed (or a label that is not an integer), a caption cell over
+# ``csv_jsonl.MAX_CAPTION_CHARS`` characters (see :mod:`mmcl.data.csv_jsonl`).
+SKIP_REASONS = (
+    "missing_image",
+    "corrupt_image",
+    "empty_caption",
+    "unreadable_shard",
+    "small_batch",
+    "no_negative",
+    "bad_encoding",
+    "bad_row",
+    "caption_too_long",
+)
 
 
 @contextlib.contextmanager

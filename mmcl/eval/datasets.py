@@ -6,7 +6,10 @@ encoder skips and counts. Formats (``kind``):
 
 - ``csv`` / ``jsonl``: one row per (image, caption); rows sharing an image path are several captions
   of one image, and a JSONL caption may also be a list. ``classnames.txt`` / ``templates.txt`` next
-  to the file are picked up (the layout ``mmcl data make-synthetic`` writes).
+  to the file are picked up (the layout ``mmcl data make-synthetic`` writes). A bad row (bytes that
+  are not UTF-8, a line that is not JSON, no image cell, a label that is not an integer, a caption
+  cell over ``MAX_CAPTION_CHARS``) is skipped whole and counted once, as in training; an image keeps the
+  captions of its good rows, and one left without any is left out of retrieval as ``empty_caption``.
 - ``folder``: ``ROOT/<class>/<image>`` (labelled, class names from folder names) or a flat folder.
 - ``wds``: CLIP_benchmark's WebDataset layout, ``ROOT/<split>/{0..n-1}.tar`` with ``nshards.txt``,
   plus ``classnames.txt``, ``zeroshot_classification_templates.txt`` and ``dataset_type.txt``; or
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data.csv_jsonl import check_columns, read_table
+from ..data.csv_jsonl import check_columns, read_table, row_problem
 from ..data.folder import list_image_folder
 from ..data.hf import first_present, load_hf
 from ..data.images import BAD_IMAGE_ERRORS, load_image
@@ -62,7 +65,15 @@ class _Source:
 
 
 class TableImages(_Source, torch.utils.data.Dataset):
-    """CSV/TSV/JSONL rows grouped by image path."""
+    """CSV/TSV/JSONL rows grouped by image path.
+
+    Items ``0 .. len(images) - 1`` are the images; after them come one ``(None, reason)`` item per
+    bad row (``bad_rows``), so whoever iterates the dataset counts each bad row once, by reason,
+    like any other skipped sample. A bad row is skipped whole: its caption is not one of its
+    image's, and an image named only by bad rows is not among ``images`` (a caption-level reason
+    for a row whose bytes cannot be trusted would be a guess). Retrieval stays well defined: every
+    image that is scored has at least one caption (see :func:`~mmcl.eval.encode.encode_dataset`).
+    """
 
     def __init__(
         self,
@@ -75,7 +86,7 @@ class TableImages(_Source, torch.utils.data.Dataset):
         max_items=None,
     ):
         path = Path(path)
-        rows = read_table(path, separator)
+        rows = read_table(path, separator, keep_bad=True)
         if not rows:
             raise ConfigError(f"{path}: no rows")
         required = {"image_key": image_key}
@@ -87,23 +98,38 @@ class TableImages(_Source, torch.utils.data.Dataset):
         self.root = Path(image_root) if image_root else path.parent
         order: dict[str, int] = {}
         self.images, self.captions, self.labels = [], [], []
+        self.bad_rows: list[str] = []  # reasons, one per bad row within the first max_items images
         for r in rows:
+            full = max_items is not None and len(order) >= max_items
+            reason = row_problem(r, caption_key, image_key)
+            label = -1
+            if reason is None and label_key is not None and r[label_key] not in ("", None):
+                try:
+                    label = int(r[label_key])
+                except (TypeError, ValueError):
+                    reason = "bad_row"
+            if reason is not None:
+                if not full:
+                    self.bad_rows.append(reason)
+                continue
             key = str(r[image_key])
             if key not in order:
-                if max_items is not None and len(order) >= max_items:
+                if full:
                     continue
                 order[key] = len(self.images)
                 self.images.append(key)
                 self.captions.append([])
-                self.labels.append(int(r[label_key]) if label_key is not None and r[label_key] != "" else -1)
+                self.labels.append(label)
             value = r[caption_key] if caption_key is not None else None
             values = value if isinstance(value, list) else [value]
             self.captions[order[key]].extend(str(v).strip() for v in values if v is not None and str(v).strip())
 
     def __len__(self):
-        return len(self.images)
+        return len(self.images) + len(self.bad_rows)
 
     def __getitem__(self, i):
+        if i >= len(self.images):
+            return None, self.bad_rows[i - len(self.images)]
         path = self.root / self.images[i]
         if not path.is_file():
             return None, "missing_image"
@@ -269,7 +295,7 @@ def open_dataset(
     if kind in ("csv", "jsonl"):
         if not p.is_file():
             raise ConfigError(f"dataset file {path!r} not found")
-        rows = read_table(p, separator or ("\t" if p.suffix == ".tsv" else ","))
+        rows = read_table(p, separator or ("\t" if p.suffix == ".tsv" else ","))  # bad rows dropped
         columns = list(rows[0]) if rows else []
         image_key = image_key or first_present(columns, ("filepath", "image", "image_path", "file")) or "filepath"
         caption_key = caption_key or first_present(columns, ("title", "caption", "captions", "text"))

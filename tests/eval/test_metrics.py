@@ -73,8 +73,17 @@ def test_retrieval_ranks_by_hand():
     # captions: 0 -> rank 1; 1 -> image 1 is 2nd (image 2 scores 0.9); 2 -> rank 1; 3 -> rank 1
     assert m["image_retrieval_recall@1"] == 0.75 and m["image_retrieval_recall@2"] == 1.0
     assert m["image_retrieval_mean_rank"] == pytest.approx(1.25) and m["image_retrieval_median_rank"] == 1
-    # images: 0 -> caption 0 first; 1 -> caption 2 first; 2 -> caption 1 (0.9) ties caption 3 (0.9): rank 1
-    assert m["text_retrieval_recall@1"] == 1.0
+    # images: 0 -> caption 0 first; 1 -> caption 2 first; 2 -> caption 1 (0.9) ties its caption 3 (0.9).
+    # CLIP_benchmark's torch.topk puts caption 1 first, so image 2 misses at k=1, as here; ties in the
+    # query's favour (the optimistic figure, mmcl's recall@1 until it matched CLIP_benchmark's) hit.
+    assert torch.topk(txt @ img[2], 1).indices.tolist() == [1]
+    assert m["text_retrieval_recall@1"] == pytest.approx(2 / 3) and m["text_retrieval_recall@2"] == 1.0
+    assert "text_retrieval_recall_optimistic@1" not in m  # only when asked
+    # the mean rank breaks ties at random: image 2's caption is 1st or 2nd, 1.5 on average
+    assert m["text_retrieval_mean_rank"] == pytest.approx((1 + 1 + 1.5) / 3)
+    o = retrieval_metrics(img, txt, t2i, ks=(1, 2), optimistic=True)
+    assert o["text_retrieval_recall_optimistic@1"] == 1.0 and o["text_retrieval_mean_rank_optimistic"] == 1.0
+    assert o["image_retrieval_recall_optimistic@1"] == 0.75 == o["image_retrieval_recall@1"]  # no ties there
 
 
 def test_zero_shot_matches_clip_benchmark(monkeypatch):
@@ -135,7 +144,7 @@ def test_attribute_recall_and_duplicates():
 
 
 def _brute_force_ranks(img, txt, t2i):
-    """Ranks from the whole score matrix in float64, ties going to the query."""
+    """Optimistic ranks from the whole score matrix in float64, ties going to the query."""
     scores = txt.double() @ img.double().T
     own = torch.zeros_like(scores, dtype=torch.bool)
     own[torch.arange(len(t2i)), t2i] = True
@@ -153,8 +162,8 @@ def test_streamed_ranks_equal_the_full_matrix_for_any_tiling(text_chunk, image_c
     g = torch.Generator().manual_seed(7)
     n_img, d = 37, 6
     t2i = torch.cat([torch.arange(n_img), torch.randint(0, n_img, (50,), generator=g)])
-    # Small integer features: scores are exact in float32, with many exact ties, which must go to
-    # the query in both directions.
+    # Small integer features: scores are exact in float32, with many exact ties, which go to the
+    # query in both directions in retrieval_ranks (the optimistic ranks).
     img = torch.randint(-3, 4, (n_img, d), generator=g).float()
     txt = img[t2i] + torch.randint(-2, 3, (len(t2i), d), generator=g).float()
     ours = retrieval_ranks(img, txt, t2i, text_chunk, image_chunk)
@@ -188,3 +197,7 @@ def test_fused_comparisons_equal_eager():
     fused = metrics.retrieval_ranks(img, txt, t2i, 64, 128, fused=True)  # 1000 % 64 and 300 % 128: edge tiles
     assert "error" not in metrics._COMPILED, metrics._COMPILED.get("error")  # the compiled kernel really ran
     assert torch.equal(eager[0], fused[0]) and torch.equal(eager[1], fused[1])
+    # the tie counts too (integer features: many exact ties), hence the same CLIP_benchmark recall
+    ks = (1, 5, 10)
+    m_eager = metrics.retrieval_metrics(img, txt, t2i, ks, 64, 128, fused=False, optimistic=True)
+    assert metrics.retrieval_metrics(img, txt, t2i, ks, 64, 128, fused=True, optimistic=True) == m_eager

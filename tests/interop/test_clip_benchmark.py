@@ -4,6 +4,7 @@ WebDataset in CLIP_benchmark's `wds` layout, gives the numbers of mmcl's evaluat
 from __future__ import annotations
 
 import builtins
+import csv
 import json
 
 import numpy as np
@@ -18,6 +19,8 @@ from mmcl.eval.export import write_clip_benchmark_wds
 
 from .conftest import tiny_model
 
+REPEATED = ["a red shape", "a blue circle above a square", "two shapes", "a small star"]
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -30,6 +33,14 @@ def setup(tmp_path_factory):
     data = open_dataset(corpus / "test.csv")
     write_clip_benchmark_wds(data, root / "wds_cls", "classification", shard_size=32)
     write_clip_benchmark_wds(data, root / "wds_ret", "retrieval", shard_size=32)
+    # the same images with 4 distinct captions among 96: recall@k hangs on how ties are broken
+    lines = (corpus / "test.csv").read_text().splitlines()
+    with open(root / "repeated.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["filepath", "title"])
+        for i, row in enumerate(csv.DictReader(lines)):
+            w.writerow([str(corpus / row["filepath"]), REPEATED[i % len(REPEATED)]])
+    write_clip_benchmark_wds(open_dataset(root / "repeated.csv"), root / "wds_rep", "retrieval", shard_size=32)
     model = tiny_model("test_vit", seed=3)
     model.save_pretrained(root / "mmcl-model")
     export_open_clip(model, root / "open-clip-model")
@@ -82,3 +93,26 @@ def test_clip_benchmark_retrieval_on_the_export_equals_mmcl(setup):
     assert ours["num_images"] == 96
     for key, value in theirs.items():
         assert ours[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_clip_benchmark_retrieval_with_repeated_captions_equals_mmcl(setup):
+    """Tied scores: which of the tied captions torch.topk keeps decides recall, and mmcl agrees."""
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    from mmcl.eval.adapters import load_adapter
+    from mmcl.eval.retrieval import evaluate_retrieval
+
+    model, ds, loader, tok = _clip_benchmark(setup, "wds_rep", "zeroshot_retrieval")
+    theirs = zeroshot_retrieval.evaluate(model, loader, tok, "cpu", amp=False, recall_k_list=[1, 5, 10])
+    ours = _mmcl(setup, "retrieval", "wds_rep")
+    assert ours["num_images"] == 96 and ours["num_texts"] == 96
+    for key, value in theirs.items():
+        assert ours[key] == value, key
+    # ties in the query's favour (mmcl's figure before): an image whose caption's group scores highest
+    # finds it at any k, so image -> text recall@1 = @5 = @10, far above CLIP_benchmark's
+    adapter = load_adapter(str(setup / "mmcl-model"), device="cpu")
+    data = open_dataset(str(setup / "wds_rep"), split="test")
+    optimistic = evaluate_retrieval(adapter, data, (1, 5, 10), progress=False, optimistic=True)
+    assert optimistic["text_retrieval_recall@1"] == ours["text_retrieval_recall@1"]
+    assert optimistic["text_retrieval_recall_optimistic@1"] > ours["text_retrieval_recall@1"], optimistic
+    assert optimistic["text_retrieval_recall_optimistic@1"] == optimistic["text_retrieval_recall_optimistic@10"]
