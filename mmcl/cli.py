@@ -222,6 +222,12 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="K",
                 help="k values of recall@k (default: 1 5 10)",
             )
+            t.add_argument(
+                "--optimistic-ties",
+                action="store_true",
+                help="also report *_recall_optimistic@k: tied candidates counted in the query's favour "
+                "(the default recall@k breaks ties as CLIP_benchmark's torch.topk does)",
+            )
         if task == "linear-probe":
             t.add_argument("--k-shot", type=int, help="use only K random training images per class (few-shot)")
             t.add_argument(
@@ -496,7 +502,7 @@ def _eval_task(args) -> int:
         elif task == "retrieval":
             from .eval.retrieval import evaluate_retrieval
 
-            metrics = evaluate_retrieval(adapter, data, tuple(args.recall_k), **common)
+            metrics = evaluate_retrieval(adapter, data, tuple(args.recall_k), optimistic=args.optimistic_ties, **common)
         else:
             train = _open(args, args.train or args.dataset, args.train_split)
             if task == "knn":

@@ -21,6 +21,7 @@ from .knn import knn_metrics
 from .linear_probe import linear_probe
 from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
 from .probes import _labelled_features
+from .retrieval import same_caption_same_embedding
 from .zero_shot import read_lines, zero_shot_classifier, zero_shot_metrics
 
 
@@ -63,6 +64,8 @@ def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progres
             for i in tqdm(chunks, desc=f"{ds_cfg.name}: texts", disable=not progress, leave=False)
         ]
     )
+    # repeated captions tie exactly, as CLIP_benchmark's topk then orders them (see retrieval.py)
+    text_features = same_caption_same_embedding(text_features, texts)
     text_to_image = torch.tensor([position[dataset.images[i]] for i in text_rows])
     labels = torch.tensor([dataset.labels[r] for r in kept_rows]) if dataset.labels is not None else None
     keys = None

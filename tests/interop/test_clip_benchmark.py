@@ -116,3 +116,13 @@ def test_clip_benchmark_retrieval_with_repeated_captions_equals_mmcl(setup):
     assert optimistic["text_retrieval_recall@1"] == ours["text_retrieval_recall@1"]
     assert optimistic["text_retrieval_recall_optimistic@1"] > ours["text_retrieval_recall@1"], optimistic
     assert optimistic["text_retrieval_recall_optimistic@1"] == optimistic["text_retrieval_recall_optimistic@10"]
+
+
+def test_cli_optimistic_ties_flag(setup):
+    """`mmcl eval retrieval --optimistic-ties` adds the named tie-aware figures beside the default ones."""
+    out = setup / "optimistic.json"
+    args = ["eval", "retrieval", "--model", str(setup / "mmcl-model"), "--dataset", str(setup / "wds_rep")]
+    assert main([*args, "--device", "cpu", "--optimistic-ties", "--output", str(out), "--no-progress"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert metrics["text_retrieval_recall@1"] == _mmcl(setup, "retrieval", "wds_rep")["text_retrieval_recall@1"]
+    assert metrics["text_retrieval_recall_optimistic@1"] > metrics["text_retrieval_recall@1"]
