@@ -16,7 +16,7 @@ stride 8, a 6x6 feature map at 48 px, on unlabelled shape scenes that also carry
 Every arm is scored by the same evaluators (``mmcl.eval.evaluate``) on 1,000 unseen scenes:
 - ``dense_probe``: a per-pixel linear probe (1x1 conv on the frozen 6x6 feature map, bilinear upsampling,
   33 classes = background + 32 colour x shape) trained on 2,000 training scenes' masks;
-- ``linear_probe`` and ``knn`` on pooled features (5,000 training scenes);
+- ``linear_probe`` and ``knn`` on pooled features (the recipe's ``train_max_items``: 2,000 training scenes);
 - ``finetune`` (the arms in ``--finetune-arms``, by default densecl only: the scratch baseline is the same
   for every arm, and it is the slow part): the whole tower fine-tuned with a linear head on 1% and 10% of
   the 10,000 labelled training scenes (stratified, seeded), against the same architecture trained from
