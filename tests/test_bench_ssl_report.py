@@ -1,4 +1,4 @@
-"""evaluation/bench_ssl.py's report: the ratios, the paired per-seed intervals and the losses it names."""
+"""evaluation/ssl/bench_ssl.py's report: the ratios, the paired per-seed intervals and the losses it names."""
 
 import argparse
 import importlib.util
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ssl", ROOT / "evaluation" / "bench_ssl.py")
+    spec = importlib.util.spec_from_file_location("bench_ssl", ROOT / "evaluation" / "ssl" / "bench_ssl.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -41,7 +41,7 @@ def test_report_gives_ratios_paired_intervals_and_losses(bench):
     results += [row("lightly", s, t, 0.4, 300.0, nt) for s, t in enumerate(theirs)]
     args = argparse.Namespace(arms=["mmcl", "lightly"], steps=300, seeds=[0, 1, 2], probe_test_items=10000)
     machine = {"cpu": "x", "torch_threads": 2, "gemm_peak_gflops": 100.0}
-    text = bench.write_report(results, machine, args, "python evaluation/bench_ssl.py")
+    text = bench.write_report(results, machine, args, "python evaluation/ssl/bench_ssl.py")
 
     ratio_line = next(line for line in text.splitlines() if line.startswith("| **mmcl / lightly**"))
     assert ratio_line.split(" | ")[1:4] == [f"{sum(mine) / sum(theirs):.3f}", "1.000", "1.100"]

@@ -61,6 +61,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 sys.path.insert(0, str(ROOT))  # this checkout's mmcl, also when another one is installed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle_loss  # noqa: E402, F401  (registers the oracle arm's loss, fn_oracle, for loading its runs)
@@ -500,7 +501,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(ROOT / "runs" / "negatives"))
-    p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives"))
+    p.add_argument("--results", default=str(RESULTS / "negatives"))
     p.add_argument("--reuse", action="store_true", help="score finished runs in --out instead of training again")
     p.add_argument(
         "--finished-only", action="store_true", help="with --reuse: leave out (arm, seed) runs not trained yet"

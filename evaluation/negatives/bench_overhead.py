@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,7 +45,7 @@ def main() -> None:
         # the oracle is a ceiling, not a method
         default=[a for a in DEFAULT_ARMS if a != "oracle" and "data" not in ARMS[a]],
     )
-    p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negatives_overhead"))
+    p.add_argument("--results", default=str(RESULTS / "negatives_overhead"))
     args = p.parse_args()
     import os
 

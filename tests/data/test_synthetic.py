@@ -57,7 +57,7 @@ def test_written_corpus(tmp_path):
 
 
 def test_a_larger_split_extends_the_smaller_one(tmp_path):
-    # evaluation/bench_ssl.py probes on a longer test split than the recipe's: its first items
+    # evaluation/ssl/bench_ssl.py probes on a longer test split than the recipe's: its first items
     # must be the recipe's test split, image for image, whatever the other splits' sizes
     small = make_corpus(SyntheticConfig(root=str(tmp_path / "s"), n_train=6, n_test=4, n_novel=2, image_size=24), False)
     large = make_corpus(SyntheticConfig(root=str(tmp_path / "l"), n_train=0, n_test=9, n_novel=0, image_size=24), False)

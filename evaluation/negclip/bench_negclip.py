@@ -9,8 +9,8 @@ Same steps, learning rate, data order and seed for both fine-tunes; each seed (`
 both fine-tunes another data order and negative draw, and the table reports mean +/- std over seeds.
 A fine-tune whose run folder (``--out``/<arm>-seed<k>) already holds results is scored, not retrained.
 
-    python evaluation/bench_negclip.py                  # seeds 0 1 2; writes evaluation/results/negclip.{json,md}
-    python evaluation/bench_negclip.py --seeds 0        # one seed, about 7 minutes on 2 cores
+    python evaluation/negclip/bench_negclip.py            # seeds 0 1 2; writes results/negclip.{json,md} beside it
+    python evaluation/negclip/bench_negclip.py --seeds 0  # one seed, about 7 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 RECIPE = "recipes/negclip-quickstart.yaml"
 SHAPES = ROOT / "data" / "shapes"
 
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/negclip-bench")
-    p.add_argument("--results", default=str(ROOT / "evaluation" / "results" / "negclip"))
+    p.add_argument("--results", default=str(RESULTS / "negclip"))
     args = p.parse_args()
     if not (ROOT / args.base / "results.json").is_file():
         mmcl("train", "recipes/quickstart.yaml", f"train.output_dir={args.base}", "train.progress=false")
@@ -95,7 +96,7 @@ def main() -> None:
                 )
             runs[arm].append(metrics(ROOT / out / "results.json"))
             print(json.dumps({"arm": arm, "seed": seed, **runs[arm][-1]}), flush=True)
-    command = " ".join(["python evaluation/bench_negclip.py", *sys.argv[1:]])
+    command = " ".join(["python evaluation/negclip/bench_negclip.py", *sys.argv[1:]])
     res = Path(args.results)
     res.parent.mkdir(parents=True, exist_ok=True)
     res.with_suffix(".json").write_text(

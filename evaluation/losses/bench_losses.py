@@ -6,10 +6,10 @@ it counts the loss's temporaries, not the inputs. Every subprocess gets an addre
 size before the call plus ``--mem-budget-gb``, so a dense loss that does not fit fails with an
 allocation error (reported as OOM) instead of pushing the machine into swap or the OOM killer.
 
-    python evaluation/bench_losses.py                       # B in 1k, 8k, 32k, 65k; D = 512
-    python evaluation/bench_losses.py --batches 1024 8192 --repeats 3
+    python evaluation/losses/bench_losses.py                       # B in 1k, 8k, 32k, 65k; D = 512
+    python evaluation/losses/bench_losses.py --batches 1024 8192 --repeats 3
 
-Writes evaluation/results/bench_losses.{json,md}.
+Writes evaluation/losses/results/bench_losses.{json,md}.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main() -> None:
         "dim": args.dim,
         "repeats": args.repeats,
         "mem_budget_gb": args.mem_budget_gb,
-        "command": "python evaluation/bench_losses.py " + " ".join(sys.argv[1:]),
+        "command": "python evaluation/losses/bench_losses.py " + " ".join(sys.argv[1:]),
     }
     results = []
     for batch in args.batches:

@@ -27,8 +27,8 @@ logged windows and from the wall clock of the lightly loop alike.
 Memory is the arm's process peak resident set (``ru_maxrss``) at the end of training. Arms run one
 after another, never in parallel.
 
-    python evaluation/bench_ssl.py                         # 500 steps, seed 0; writes evaluation/results/ssl.{json,md}
-    python evaluation/bench_ssl.py --steps 100 --seeds 0 1 --arms mmcl lightly
+    python evaluation/ssl/bench_ssl.py             # 500 steps, seed 0; writes evaluation/ssl/results/ssl.{json,md}
+    python evaluation/ssl/bench_ssl.py --steps 100 --seeds 0 1 --arms mmcl lightly
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 RECIPE = "recipes/simclr-quickstart.yaml"
 CORPUS = ROOT / "data" / "shapes-ssl"
 PROBE_TRAIN_ITEMS = 5000
@@ -371,7 +372,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "ssl"), help="results path, no suffix")
+    p.add_argument("--out", default=str(RESULTS / "ssl"), help="results path, no suffix")
     p.add_argument(
         "--mmcl-override",
         action="append",
@@ -402,7 +403,7 @@ def main() -> None:
     if args.arm:
         child(args.arm, args.steps, args.seed, Path(args.out), args.mmcl_override, args.probe_test_items)
         return
-    command = " ".join(["python evaluation/bench_ssl.py", *sys.argv[1:]])
+    command = " ".join(["python evaluation/ssl/bench_ssl.py", *sys.argv[1:]])
     if args.report_from:
         results, machines, args.steps, test_items = pooled_results(args.report_from)
         args.arms = [a for a in ARMS if any(r["arm"] == a for r in results)]

@@ -16,7 +16,7 @@ stride 8, a 6x6 feature map at 48 px, on unlabelled shape scenes that also carry
 Every arm is scored by the same evaluators (``mmcl.eval.evaluate``) on 1,000 unseen scenes:
 - ``dense_probe``: a per-pixel linear probe (1x1 conv on the frozen 6x6 feature map, bilinear upsampling,
   33 classes = background + 32 colour x shape) trained on 2,000 training scenes' masks;
-- ``linear_probe`` and ``knn`` on pooled features (5,000 training scenes);
+- ``linear_probe`` and ``knn`` on pooled features (the recipe's ``train_max_items``: 2,000 training scenes);
 - ``finetune`` (the arms in ``--finetune-arms``, by default densecl only: the scratch baseline is the same
   for every arm, and it is the slow part): the whole tower fine-tuned with a linear head on 1% and 10% of
   the 10,000 labelled training scenes (stratified, seeded), against the same architecture trained from
@@ -29,12 +29,12 @@ colours), to tell what the maps localise; reported as ``dense_probe_<scheme>/...
 Runs are written to ``--runs``/<arm>-seed<k>; an arm whose run folder already holds a finished run of the
 same recipe is evaluated without training again (``--retrain`` forces training).
 
-    python evaluation/bench_dense.py                     # seed 0, writes evaluation/results/dense.{json,md}
-    python evaluation/bench_dense.py --arms global random densecl   # the slow fine-tuning last
-    python evaluation/bench_dense.py --seeds 0 1 --arms densecl global
-    python evaluation/bench_dense.py --finetune-arms --label-schemes shape colour   # finished runs, more probes
-    python evaluation/bench_dense.py --recipe recipes/densecl-crowded.yaml --finetune-arms --runs runs/dense-crowded \
-        --out evaluation/results/dense_crowded   # scenes of 2-6 objects; no labels, so no fine-tuning
+    python evaluation/dense/bench_dense.py           # seed 0, writes evaluation/dense/results/dense.{json,md}
+    python evaluation/dense/bench_dense.py --arms global random densecl   # the slow fine-tuning last
+    python evaluation/dense/bench_dense.py --seeds 0 1 --arms densecl global
+    python evaluation/dense/bench_dense.py --finetune-arms --label-schemes shape colour   # finished runs, more probes
+    python evaluation/dense/bench_dense.py --recipe recipes/densecl-crowded.yaml --finetune-arms \
+        --runs runs/dense-crowded --out evaluation/dense/results/dense_crowded   # 2-6 objects, no labels: no fine-tune
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ import statistics
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 RECIPE = "recipes/densecl-quickstart.yaml"
 ARMS = ("densecl", "global", "random", "densecl-geometry", "densecl-cells")
 CELL_RADIUS = 1.5  # densecl-cells: key cells more than 1.5 cells from the positive (all but the 8 neighbours)
@@ -247,7 +248,7 @@ def main() -> None:
         help="a recipe override for every arm (repeatable), e.g. data.synthetic.single_fraction=0.0 for "
         "two-object scenes (with their own data.synthetic.root, data.train and eval.datasets)",
     )
-    p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "dense"), help="results path, no suffix")
+    p.add_argument("--out", default=str(RESULTS / "dense"), help="results path, no suffix")
     args = p.parse_args()
     os.chdir(ROOT)  # the recipe's corpus paths are relative to the repository
     results = []
@@ -266,7 +267,7 @@ def main() -> None:
                 )
             )
             print(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}), flush=True)
-    command = "python evaluation/bench_dense.py"
+    command = "python evaluation/dense/bench_dense.py"
     if args.recipe != RECIPE:
         command += f" --recipe {args.recipe}"
     command += " --seeds " + " ".join(map(str, args.seeds))
@@ -279,7 +280,7 @@ def main() -> None:
     command += "".join(f" --override '{o}'" for o in args.override)
     if Path(args.runs) != ROOT / "runs" / "dense-bench":
         command += f" --runs {args.runs}"
-    if Path(args.out) != ROOT / "evaluation" / "results" / "dense":
+    if Path(args.out) != RESULTS / "dense":
         command += f" --out {args.out}"
     report = write_report(results, args, command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ includes compilation in ``compiled`` mode), then ``--steps`` timed steps; repeat
 MFU = model FLOPs (counted with torch.utils.flop_counter on mmcl's model) x samples/s / the
 measured fp32 GEMM peak of this machine.
 
-    python evaluation/bench_train.py                   # both sizes, both modes
-    python evaluation/bench_train.py --sizes tiny --modes eager --repeats 1
+    python evaluation/train/bench_train.py                   # both sizes, both modes
+    python evaluation/train/bench_train.py --sizes tiny --modes eager --repeats 1
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 SIZES = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224"}
 EMBED, CONTEXT = 256, 32
 
@@ -199,7 +200,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "bench_train"))
+    p.add_argument("--out", default=str(RESULTS / "bench_train"))
     p.add_argument("--child", nargs=3, metavar=("LIB", "SIZE", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -280,7 +281,7 @@ def main() -> None:
         "repeats": args.repeats,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
-        "command": " ".join(["python evaluation/bench_train.py", *sys.argv[1:]]),
+        "command": " ".join(["python evaluation/train/bench_train.py", *sys.argv[1:]]),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

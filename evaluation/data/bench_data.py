@@ -16,8 +16,8 @@ textured like photos (smooth colour fields plus grain, ~30 KB each), with a ``.t
 batches (worker start-up) are not timed. Peak memory: maximum resident set of the main process and
 of the largest worker.
 
-    python evaluation/bench_data.py                      # 3072 images, 1 and 2 workers, 3 repeats
-    python evaluation/bench_data.py --images 512 --repeats 1   # quick look
+    python evaluation/data/bench_data.py                      # 3072 images, 1 and 2 workers, 3 repeats
+    python evaluation/data/bench_data.py --images 512 --repeats 1   # quick look
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path(__file__).resolve().parent / "results"  # this benchmark's results folder
 WORDS = "red green blue yellow small large circle square star triangle left right above below of a the".split()
 
 
@@ -187,7 +188,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=4, help="batches not timed (worker start-up)")
     p.add_argument("--data", default=str(ROOT / "data" / "bench_data"))
-    p.add_argument("--out", default=str(ROOT / "evaluation" / "results" / "bench_data"))
+    p.add_argument("--out", default=str(RESULTS / "bench_data"))
     p.add_argument("--child", choices=["mmcl", "open_clip"], help=argparse.SUPPRESS)
     p.add_argument("--pattern", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -250,7 +251,7 @@ def main() -> None:
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
         "webdataset": getattr(webdataset, "__version__", "?"),
-        "command": " ".join(["python evaluation/bench_data.py", *sys.argv[1:]]),
+        "command": " ".join(["python evaluation/data/bench_data.py", *sys.argv[1:]]),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

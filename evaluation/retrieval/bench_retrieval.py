@@ -17,10 +17,10 @@ Methods:
                     it holds the full N_txt x N_img score matrix plus a boolean one of the same shape,
                     so it is skipped ("does not fit") when its estimated need exceeds the budget
 
-    python evaluation/bench_retrieval.py        # 10k x 50k, 100k x 500k, 100k x 1M; D = 256
-    python evaluation/bench_retrieval.py --sizes 2000x10000 4000x20000 --out-name bench_retrieval_smoke
+    python evaluation/retrieval/bench_retrieval.py        # 10k x 50k, 100k x 500k, 100k x 1M; D = 256
+    python evaluation/retrieval/bench_retrieval.py --sizes 2000x10000 4000x20000 --out-name bench_retrieval_smoke
 
-Writes evaluation/results/<out-name>.{json,md} (rewritten after every case, so a long run can be
+Writes evaluation/retrieval/results/<out-name>.{json,md} (rewritten after every case, so a long run can be
 followed and an interrupted one keeps what finished).
 """
 
@@ -453,7 +453,7 @@ def main() -> None:
         "clip_batch": CLIP_BATCH,
         "ks": list(KS),
         "target": TARGET,
-        "command": "python evaluation/bench_retrieval.py " + " ".join(sys.argv[1:]),
+        "command": "python evaluation/retrieval/bench_retrieval.py " + " ".join(sys.argv[1:]),
         "started": datetime.now().isoformat(timespec="seconds"),
     }
     out = OUT / args.out_name
