@@ -219,7 +219,7 @@ def retrieval_ranks(
     score. Tiles default to 256 captions x 4096 images on CPU, so the scores stay in cache, and
     8192 x 65536 on GPU. With ``fused`` the comparisons are compiled by torch.compile into one pass
     (default: on CPU for problems of at least 1e10 scores, where the one-off compile time is small;
-    eager if compiling fails). See ``evaluation/bench_retrieval.py``.
+    eager if compiling fails). See ``evaluation/retrieval/bench_retrieval.py``.
 
     Returns:
         t2i: (N_txt,) images scoring above the caption's own image;

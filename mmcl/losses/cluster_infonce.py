@@ -70,7 +70,7 @@ class ClusterGuidedInfoNCE(nn.Module):
     mode: ``"online"`` (momentum update every step) or ``"periodic"`` (k-means over an embedding
         bank of ``bank_size`` rows every ``recluster_every`` steps).
     false_negatives: ``"none"`` (default), ``"mask"`` or ``"margin"`` (mask + bidirectional margin).
-        The default was ``"mask"`` until the evidence benchmark (README "Cluster-guided negatives")
+        The default was ``"mask"`` until the evidence benchmark (docs/negatives.md)
         showed same-cluster masking removing mostly true negatives at practical ``k``.
     margin_alpha, margin_beta, margin_weight: the margin loss (ClusterNS: 0, 0.3, 1e-3).
     hard_negatives: how many neighbouring clusters count as hard (0: off).

@@ -25,7 +25,7 @@ global-batch boundary with probability about 1 / (global batch).
 A minimal edit does not always change the meaning ("at the top, a red star" and "a red star at the
 top"; "a photo of" and "a picture of"). Such partners are false negatives that a policy for likely
 false negatives (``loss.kwargs.caption_match: contained``) does not catch; the evidence benchmark
-(README "Cluster-guided negatives") measures the net effect.
+(docs/negatives.md) measures the net effect.
 """
 
 from __future__ import annotations
