@@ -670,8 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError) as e:
         print(f"mmcl: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # mmcl.errors.Interrupted says what was saved and sets the exit code
+        print(f"mmcl: {e}" if str(e) else "mmcl: interrupted", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":
