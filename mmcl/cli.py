@@ -671,7 +671,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmcl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # mmcl.errors.Interrupted says what was saved and sets the exit code
-        print(f"mmcl: {e}" if str(e) else "mmcl: interrupted", file=sys.stderr)
+        # one write: the ranks of a torchrun job share stderr, and their lines must not interleave
+        sys.stderr.write(f"mmcl: {e}\n" if str(e) else "mmcl: interrupted\n")
         return getattr(e, "exit_code", 130)
 
 

@@ -135,7 +135,8 @@ def _write_failure(error: BaseException) -> tuple[str, int | None] | None:
             return os.strerror(number), number
         return (text.splitlines()[0], None) if "IoError" in text or "No space" in text else None
     if isinstance(error, RuntimeError) and any(s in text for s in _TORCH_WRITE_FAILURES):
-        return f"the file could not be written in full (torch.save: {text.splitlines()[0]})", None
+        detail = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", text.splitlines()[0])
+        return f"torch.save stopped short: {detail}", None
     return None
 
 

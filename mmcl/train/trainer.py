@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -74,17 +75,24 @@ class _StopSignals:
     """While training, SIGINT (Ctrl-C) and SIGTERM (what schedulers send before they kill) only ask
     to stop: the loop finishes its step and saves a checkpoint at that boundary, never one of a half
     applied optimizer step. A second Ctrl-C raises KeyboardInterrupt at once (the save under way, if
-    any, is abandoned and the previous checkpoint stays); a repeated SIGTERM changes nothing, as
-    torchrun forwards one to workers that the terminal's Ctrl-C already reached.
+    any, is abandoned and the previous checkpoint stays); a repeated SIGTERM changes nothing.
+
+    Under torchrun a Ctrl-C in the terminal reaches each worker twice: from the terminal (the whole
+    process group gets it) and forwarded by torchrun a moment later. So there, a SIGINT within
+    ``FORWARD_WINDOW`` seconds of the first counts as the same one.
 
     Handlers are installed on entry and the previous ones restored on exit, from the main thread
     only (Python delivers signals there; elsewhere this does nothing)."""
+
+    FORWARD_WINDOW = 1.0
 
     def __init__(self, announce: bool):
         self.signum: int | None = None
         self.announce = announce
         self._pid = os.getpid()
         self._previous: dict = {}
+        self._first_at = 0.0
+        self._forwarded = "TORCHELASTIC_RUN_ID" in os.environ  # started by torchrun (or accelerate launch)
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -102,7 +110,7 @@ class _StopSignals:
         if os.getpid() != self._pid:
             return  # a forked data loader worker (it inherits the handler): its parent stops it
         if self.signum is None:
-            self.signum = signum
+            self.signum, self._first_at = signum, time.monotonic()
             if self.announce:
                 # os.write, not print: a handler that prints while the main thread is inside a print
                 # to the same stream fails with "reentrant call"
@@ -113,6 +121,8 @@ class _StopSignals:
                 )
             return
         if signum == signal.SIGINT:
+            if self._forwarded and time.monotonic() - self._first_at < self.FORWARD_WINDOW:
+                return
             raise KeyboardInterrupt
 
 
