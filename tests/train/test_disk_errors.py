@@ -87,6 +87,25 @@ def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, kind)
     assert save_checkpoint(tmp_path, 4, model, state, keep=3) == tmp_path / "checkpoints" / "step-0000004"
 
 
+def test_pointer_that_cannot_be_replaced_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The new checkpoint is complete but ``latest`` cannot be rewritten (no room for even that):
+    the new folder goes too, so the disk holds what it held before."""
+    model = torch.nn.Linear(4, 3)
+    save_checkpoint(tmp_path, 2, model, {"step": 2}, keep=3)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint, "write_atomic", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        save_checkpoint(tmp_path, 4, model, {"step": 4}, keep=3)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-0000002"]
+    with pytest.raises(OutputError):  # re-saving step 2 itself: the copy already there stays
+        save_checkpoint(tmp_path, 2, model, {"step": 2}, keep=3)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["latest", "step-0000002"]
+    assert load_state(latest_checkpoint(tmp_path))["step"] == 2
+
+
 def test_full_disk_during_training_is_one_error(tiny_corpus, tmp_path, monkeypatch):
     """Through the trainer: the save of step 4 fails; step 2 stays the checkpoint to resume from."""
     out = tmp_path / "run"
