@@ -198,8 +198,10 @@ def check_writable(run_dir: str | os.PathLike) -> None:
                 probe.unlink()
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs here (a zombie, i.e. dead and not yet reaped, does not)."""
+def _writer_alive(pid: int, path: Path) -> bool:
+    """Whether process ``pid``, the writer named in the leftover ``path``, still runs here. A zombie
+    (dead, not yet reaped) does not; nor does a process that started after ``path`` was last changed:
+    the pid was reused (in containers pids repeat from one run to the next)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -207,10 +209,17 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        # /proc/PID/stat: "PID (command) STATE ..."; the command may hold spaces and parentheses
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+        # /proc/PID/stat: "PID (command) STATE ... STARTTIME(22nd) ..."; the command may hold ") "
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            return False
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line[:6] == "btime "
+        )
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started <= path.stat().st_mtime + 2  # slack: the boot time is in whole seconds
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # not Linux, or it just ended: keep the folder, to be safe
 
 
 def remove_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
@@ -229,7 +238,7 @@ def remove_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
         if match is None:
             continue
         kind, name, pid = match.group(1), match.group(2), int(match.group(3) or match.group(4))
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and _writer_alive(pid, path):
             continue
         if kind == "old" and not (root / name).exists():
             os.rename(path, root / name)

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,14 +154,18 @@ def test_stale_saves_removed_at_start_up(tiny_corpus, tmp_path, capsys):
             (root / name).mkdir(parents=True)
             (root / name / "model.safetensors").write_bytes(b"\0" * 100)
         (root / f".latest.{dead}.tmp").write_text("step-0000003\n")
+        # a live process with the pid of a writer that died before it started (pids repeat in containers)
+        reused = root / f".tmp-step-0000001-{writer.pid}"
+        reused.mkdir()
+        os.utime(reused, (time.time() - 3600, time.time() - 3600))
         mmcl.Trainer(recipe_from_dict(recipe(tiny_corpus, out, steps=2))).fit()
         assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [f".tmp-step-0000005-{writer.pid}"]
     finally:
         writer.kill()
         writer.wait()
     note = [line for line in capsys.readouterr().out.splitlines() if "unfinished" in line]
-    assert len(note) == 1 and note[0].startswith("removed 2 unfinished checkpoint save(s) left by a crashed run: ")
-    assert str(root / f".tmp-step-0000003-{dead}") in note[0]
+    assert len(note) == 1 and note[0].startswith("removed 3 unfinished checkpoint save(s) left by a crashed run: ")
+    assert str(root / f".tmp-step-0000003-{dead}") in note[0] and str(reused) in note[0]
 
 
 def test_checkpoint_moved_aside_by_a_dead_resave_is_put_back(tmp_path):
