@@ -81,6 +81,9 @@ class _StopSignals:
     process group gets it) and forwarded by torchrun a moment later. So there, a SIGINT within
     ``FORWARD_WINDOW`` seconds of the first counts as the same one.
 
+    Once ``exiting`` is set (training saved or given up, the data loader shutting down), signals are
+    ignored until the previous handlers are back; that shutdown is bounded by torch's timeouts.
+
     Handlers are installed on entry and the previous ones restored on exit, from the main thread
     only (Python delivers signals there; elsewhere this does nothing)."""
 
@@ -92,6 +95,7 @@ class _StopSignals:
         self._pid = os.getpid()
         self._previous: dict = {}
         self._first_at = 0.0
+        self.exiting = False
         self._forwarded = "TORCHELASTIC_RUN_ID" in os.environ  # started by torchrun (or accelerate launch)
 
     def __enter__(self) -> _StopSignals:
@@ -109,6 +113,8 @@ class _StopSignals:
     def _handle(self, signum, frame) -> None:
         if os.getpid() != self._pid:
             return  # a forked data loader worker (it inherits the handler): its parent stops it
+        if self.exiting:
+            return
         if self.signum is None:
             self.signum, self._first_at = signum, time.monotonic()
             if self.announce:
@@ -275,6 +281,7 @@ class Trainer:
         self._signals: _StopSignals | None = None
         self._saving = False  # a checkpoint is being written (for the message of a second Ctrl-C)
         self._saved_step: int | None = None  # the step of the last checkpoint this trainer saved
+        self._stream = None  # the batches of fit (a generator over the data loader)
         self._commit_position()
 
     # ----------------------------------------------------------------------------------------------
@@ -602,7 +609,8 @@ class Trainer:
             TrainingError: the run cannot go on (e.g. the loss stayed non-finite).
         """
         t, acc = self.recipe.train, self.accelerator
-        with _StopSignals(announce=acc.is_main_process) as self._signals:
+        with _StopSignals(announce=acc.is_main_process) as signals:
+            self._signals = signals
             try:
                 self._train()
             except KeyboardInterrupt as e:
@@ -610,6 +618,12 @@ class Trainer:
                     raise
                 raise self._interrupted_again() from None
             finally:
+                # Saved (or given up): stop the data loader workers here, not in a destructor
+                # later, where a late signal would print an ignored-exception traceback.
+                signals.exiting = True
+                if self._stream is not None:
+                    self._stream.close()
+                    self._stream = None
                 self._signals = None
         # Trained and saved: from here on Ctrl-C interrupts as usual.
         skipped = self.global_skipped()
@@ -670,7 +684,7 @@ class Trainer:
         self.model.train()
         try:
             self._commit_position()
-            stream = self._micro_batches()
+            stream = self._stream = self._micro_batches()
             self._stop_if_asked(first_step)
             while self.step < stop:
                 batches = [next(stream) for _ in range(t.accumulation_steps)]
