@@ -721,8 +721,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mmcl: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # mmcl.errors.Interrupted says what was saved and sets the exit code
+        import signal
+
+        # exiting: one more Ctrl-C ends the process at once, not with a traceback from code run at exit
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # one write: the ranks of a torchrun job share stderr, and their lines must not interleave
+        sys.stderr.write(f"mmcl: {e}\n" if str(e) else "mmcl: interrupted\n")
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import threading
+import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,16 +24,20 @@ from ..data.sources import build_train_data
 from ..data.stream import merge_positions
 from ..data.synthetic import ensure_corpus
 from ..data.transforms import MultiView
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, Interrupted, TrainingError
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses.base import call_cross_modal, create_loss
 from ..models import create_model, text_model_config
 from ..models.factory import weights_summary
 from .checkpoint import (
+    check_writable,
+    checkpoint_path,
     latest_checkpoint,
     load_state,
     load_weights,
+    output_errors,
+    remove_stale_saves,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -53,6 +61,93 @@ class _FullWeights(torch.nn.Module):
 
     def state_dict(self, *args, **kwargs):
         return self._weights
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+RESUME_HINT = "continue with: mmcl train RECIPE train.resume=latest (the same recipe and overrides)"
+
+
+class _StopSignals:
+    """While training, SIGINT (Ctrl-C) and SIGTERM (what schedulers send before they kill) only ask
+    to stop: the loop finishes its step and saves a checkpoint at that boundary, never one of a half
+    applied optimizer step. A second Ctrl-C raises KeyboardInterrupt at once (the save under way, if
+    any, is abandoned and the previous checkpoint stays); a repeated SIGTERM changes nothing.
+
+    Under torchrun a Ctrl-C in the terminal reaches each worker twice: from the terminal (the whole
+    process group gets it) and forwarded by torchrun a moment later. So there, a SIGINT within
+    ``FORWARD_WINDOW`` seconds of the first counts as the same one.
+
+    Once ``exiting`` is set (training saved or given up, the data loader shutting down), signals are
+    ignored until the previous handlers are back; that shutdown is bounded by torch's timeouts.
+
+    Handlers are installed on entry and the previous ones restored on exit, from the main thread
+    only (Python delivers signals there; elsewhere this does nothing)."""
+
+    FORWARD_WINDOW = 1.0
+
+    def __init__(self, announce: bool):
+        self.signum: int | None = None
+        self.announce = announce
+        self._pid = os.getpid()
+        self._previous: dict = {}
+        self._first_at = 0.0
+        self.exiting = False
+        self._forwarded = "TORCHELASTIC_RUN_ID" in os.environ  # started by torchrun (or accelerate launch)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNAL_NAMES:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            # None: a handler installed outside Python, which cannot be put back; the default is closest
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked data loader worker (it inherits the handler): its parent stops it
+        if self.exiting:
+            return
+        if self.signum is None:
+            self.signum, self._first_at = signum, time.monotonic()
+            if self.announce:
+                # os.write, not print: a handler that prints while the main thread is inside a print
+                # to the same stream fails with "reentrant call"
+                os.write(
+                    2,
+                    f"\nmmcl: {_SIGNAL_NAMES[signum]}: stopping after the current step and saving a checkpoint "
+                    "(Ctrl-C again to stop at once without saving)\n".encode(),
+                )
+            return
+        if signum == signal.SIGINT:
+            if self._forwarded and time.monotonic() - self._first_at < self.FORWARD_WINDOW:
+                return
+            raise KeyboardInterrupt
+
+
+class _WorkerSignals:
+    """``worker_init_fn`` of the training data loader (wrapping any other): its workers leave SIGINT
+    and SIGTERM to the training process, which stops them after its boundary save. A terminal's
+    Ctrl-C and a scheduler's SIGTERM reach every process of the group; a worker they killed would
+    end the run mid-step. A worker whose parent died still exits on SIGTERM (torch's own shutdown
+    does not need it: it sends the workers a sentinel and waits)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.parent = os.getpid()
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._terminate)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+    def _terminate(self, signum, frame) -> None:
+        if os.getppid() != self.parent:
+            os._exit(0)
 
 
 def image_text_forward(model, batch: dict, negatives_grad: bool = True, encode_text=None):
@@ -92,6 +187,8 @@ class Trainer:
             raise ConfigError(
                 "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
             )
+        # A read-only or misplaced output folder fails here in one line, before any compute.
+        check_writable(self.run_dir)
         trackers = [JSONLTracker(self.run_dir) if name == "jsonl" else name for name in t.trackers]
         # Accelerate keeps one global state per process; a second Trainer in the same process (a
         # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
@@ -137,6 +234,8 @@ class Trainer:
             need_caption=not self.image_image,
         )
         self.dataset, self.loader = self.data.dataset, self.data.loader
+        if isinstance(self.loader, torch.utils.data.DataLoader) and self.loader.num_workers > 0:
+            self.loader.worker_init_fn = _WorkerSignals(self.loader.worker_init_fn)
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
@@ -175,6 +274,10 @@ class Trainer:
         self.stream_progress: dict = {}  # streams: read position of this epoch (see mmcl.data.stream)
         self.skipped: Counter = Counter()
         self.samples_seen = 0
+        self._signals: _StopSignals | None = None
+        self._saving = False  # a checkpoint is being written (for the message of a second Ctrl-C)
+        self._saved_step: int | None = None  # the step of the last checkpoint this trainer saved
+        self._stream = None  # the batches of fit (a generator over the data loader)
         self._commit_position()
 
     # ----------------------------------------------------------------------------------------------
@@ -234,10 +337,13 @@ class Trainer:
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             # sharded parameters: gather the full weights (every rank takes part) into a CPU copy
             model = _FullWeights(self.accelerator.get_state_dict(self.model))
+        self._saving = True
         if self.accelerator.is_main_process:
             extra = {"ema": self.ema.module} if self.ema is not None else None
             path = save_checkpoint(self.run_dir, self.step, model, state, self.recipe.train.keep_checkpoints, extra)
         self.accelerator.wait_for_everyone()
+        self._saving = False
+        self._saved_step = self.step
         return path
 
     def resume(self, path: str | Path) -> None:
@@ -287,7 +393,7 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             ids = [i for part in gather_object([ids]) for i in part]
         if self.accelerator.is_main_process:
-            with open(self.run_dir / "samples.jsonl", "a") as f:
+            with output_errors(self.run_dir, "samples.jsonl"), open(self.run_dir / "samples.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, "epoch": self._position[0], "index": ids}) + "\n")
 
     def _truncate_sample_record(self) -> None:
@@ -295,7 +401,13 @@ class Trainer:
         path = self.run_dir / "samples.jsonl"
         if self.accelerator.is_main_process and path.is_file():
             keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-            write_atomic(path, "".join(line + "\n" for line in keep))
+            with output_errors(self.run_dir, "samples.jsonl"):
+                write_atomic(path, "".join(line + "\n" for line in keep))
+
+    def _log(self, values: dict) -> None:
+        """``accelerator.log`` at the current step; a full disk under metrics.jsonl is one line."""
+        with output_errors(self.run_dir, "the metrics"):
+            self.accelerator.log(values, step=self.step)
 
     def global_skipped(self) -> Counter:
         """Skipped samples per reason over all ranks (a collective call: every rank must make it)."""
@@ -469,21 +581,86 @@ class Trainer:
             with self.accelerator.autocast() if r.train.precision != "fp32" else nullcontext():
                 records = evaluate(adapter, r.eval, progress=self.progress)
             model.train(was_training)
-            write_results(records, self.run_dir, self.step, r.name)
+            with output_errors(self.run_dir, "the evaluation results"):
+                write_results(records, self.run_dir, self.step, r.name)
             flat = {
                 f"eval/{rec['dataset']}/{rec['task']}/{k}": v
                 for rec in records
                 for k, v in rec["metrics"].items()
                 if isinstance(v, (int, float))
             }
-            self.accelerator.log(flat, step=self.step)
+            self._log(flat)
         self.accelerator.wait_for_everyone()
         return records
 
     def fit(self) -> list[dict]:
         """Train to ``train.steps`` (or ``train.stop_at_step``), checkpointing and evaluating as the
-        recipe says. Returns the final evaluation records."""
+        recipe says. Returns the final evaluation records.
+
+        SIGINT (Ctrl-C) or SIGTERM while training stops at the end of the current step, with a
+        checkpoint of that step (see :class:`_StopSignals`).
+
+        Raises:
+            Interrupted: stopped by SIGINT or SIGTERM; the message says what was saved.
+            OutputError: the run folder cannot be written (a full disk, a read-only file system).
+            TrainingError: the run cannot go on (e.g. the loss stayed non-finite).
+        """
+        t, acc = self.recipe.train, self.accelerator
+        with _StopSignals(announce=acc.is_main_process) as signals:
+            self._signals = signals
+            try:
+                self._train()
+            except KeyboardInterrupt as e:
+                if isinstance(e, Interrupted):
+                    raise
+                raise self._interrupted_again() from None
+            finally:
+                # Saved (or given up): stop the data loader workers here, not in a destructor
+                # later, where a late signal would print an ignored-exception traceback.
+                signals.exiting = True
+                if self._stream is not None:
+                    self._stream.close()
+                    self._stream = None
+                self._signals = None
+        # Trained and saved: from here on Ctrl-C interrupts as usual.
+        skipped = self.global_skipped()
+        if skipped:
+            acc.print("skipped samples: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+        if acc.is_main_process:
+            with output_errors(self.run_dir, "summary.json"):
+                write_atomic(
+                    self.run_dir / "summary.json",
+                    json.dumps(
+                        {
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            "samples_seen": self.samples_seen,
+                            "skipped": dict(sorted(skipped.items())),
+                            "data": self.data.description,
+                        },
+                        indent=2,
+                    )
+                    + "\n",
+                )
+        records = []
+        if self.step >= t.steps:
+            records = self.run_eval()
+            if records:
+                acc.print(markdown_table(records))
+                acc.print(f"results: {self.run_dir / 'results.json'} and {self.run_dir / 'results.md'}")
+        acc.end_training()
+        return records
+
+    def _train(self) -> None:
+        """Start-up (resume, run folder), the training loop, and the last checkpoint."""
         r, t, acc = self.recipe, self.recipe.train, self.accelerator
+        if acc.is_main_process:  # the only writer of checkpoints: no save of this run is under way
+            removed = remove_stale_saves(self.run_dir)
+            if removed:
+                acc.print(
+                    f"removed {len(removed)} unfinished checkpoint save(s) left by a crashed run: "
+                    + ", ".join(str(p) for p in removed)
+                )
         if t.resume is not None:
             path = latest_checkpoint(self.run_dir) if t.resume == "latest" else Path(t.resume)
             if path is None:
@@ -494,16 +671,18 @@ class Trainer:
             self._truncate_sample_record()
         if acc.is_main_process:
             save_run_metadata(self.run_dir, r, self.text_config, self.tokenizer)
-        acc.init_trackers(r.name)
+        with output_errors(self.run_dir, "the metrics"):
+            acc.init_trackers(r.name)
         acc.print(self._summary())
 
-        stop = t.stop_at_step or t.steps
+        first_step, stop = self.step, t.stop_at_step or t.steps
         bar = tqdm(total=stop, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         bad_in_row = 0
         self.model.train()
         try:
             self._commit_position()
-            stream = self._micro_batches()
+            stream = self._stream = self._micro_batches()
+            self._stop_if_asked(first_step)
             while self.step < stop:
                 batches = [next(stream) for _ in range(t.accumulation_steps)]
                 if not self.throughput.started:
@@ -511,6 +690,7 @@ class Trainer:
                     acc.print("  throughput: " + self.throughput.describe())
                 loss = self._train_step(batches)
                 if loss is None:
+                    # No stop here: the data position is not committed, but the RNG has moved on.
                     bad_in_row += 1
                     log.warning(
                         "step %d: non-finite loss or gradient, step skipped (%d in a row)", self.step, bad_in_row
@@ -539,7 +719,7 @@ class Trainer:
                         postfix["mfu"] = f"{speed['train/mfu']:.1%}"
                     bar.set_postfix(**postfix)
                     stats = getattr(self.loss_fn, "stats_group", "negatives")
-                    acc.log(
+                    self._log(
                         {
                             "train/loss": loss,
                             "train/lr": self.scheduler.get_last_lr()[0],
@@ -551,42 +731,59 @@ class Trainer:
                             **{f"{stats}/{k}": v for k, v in getattr(self.loss_fn, "last_stats", {}).items()},
                             **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },
-                        step=self.step,
                     )
                 if self.step % t.checkpoint_every == 0 and self.step < stop:
                     self.save()
                 if r.eval.every and self.step % r.eval.every == 0 and self.step < t.steps:
                     self.run_eval()
-        except KeyboardInterrupt:
+                if self.step < stop:
+                    self._stop_if_asked(first_step)
+        finally:
             bar.close()
-            path = self.save()
-            acc.print(f"interrupted: saved {path}; continue with train.resume=latest")
-            raise
-        bar.close()
         self.save()
-        skipped = self.global_skipped()
-        if skipped:
-            acc.print("skipped samples: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
-        if acc.is_main_process:
-            write_atomic(
-                self.run_dir / "summary.json",
-                json.dumps(
-                    {
-                        "step": self.step,
-                        "epoch": self.epoch,
-                        "samples_seen": self.samples_seen,
-                        "skipped": dict(sorted(skipped.items())),
-                        "data": self.data.description,
-                    },
-                    indent=2,
-                )
-                + "\n",
-            )
-        records = []
-        if self.step >= t.steps:
-            records = self.run_eval()
-            if records:
-                acc.print(markdown_table(records))
-                acc.print(f"results: {self.run_dir / 'results.json'} and {self.run_dir / 'results.md'}")
-        acc.end_training()
-        return records
+        # asked during the last step or its save: saved; the final evaluation is left to the resume
+        self._stop_if_asked(first_step)
+
+    def _stop_signal(self) -> int | None:
+        """The signal that asked to stop, on any rank, or None; every rank gets the same answer (a
+        collective call: every rank makes it at the same step)."""
+        signum = self._signals.signum if self._signals is not None else None
+        acc = self.accelerator
+        if acc.num_processes > 1:
+            # one small all-gather per step; the largest number wins, so every rank agrees
+            asked = acc.gather(torch.tensor([signum or 0], device=acc.device))
+            signum = int(asked.max().item()) or None
+        return signum
+
+    def _stop_if_asked(self, first_step: int) -> None:
+        """At a step boundary: if a signal asked to stop, save this step (all ranks together) and
+        raise :class:`Interrupted`."""
+        signum = self._stop_signal()
+        if signum is None:
+            return
+        how = _SIGNAL_NAMES.get(signum, f"signal {signum}")
+        if self._saved_step != self.step and self.step == first_step:
+            # not one step done since the start: the checkpoint (if any) already holds this state
+            latest = latest_checkpoint(self.run_dir)
+            where = f"the latest checkpoint is {latest}" if latest is not None else "no checkpoint was saved"
+            raise Interrupted(f"stopped by {how} before the first step: {where}; {RESUME_HINT}", signum)
+        if self._saved_step != self.step:
+            self.save()
+        raise Interrupted(
+            f"stopped by {how} after step {self.step}: saved {checkpoint_path(self.run_dir, self.step)}; "
+            + RESUME_HINT,
+            signum,
+        )
+
+    def _interrupted_again(self) -> Interrupted:
+        """The error for a KeyboardInterrupt inside the loop (a second Ctrl-C): nothing was saved of
+        the step under way; say which checkpoint the run continues from."""
+        latest = latest_checkpoint(self.run_dir)
+        if self._saving and latest is not None and latest == checkpoint_path(self.run_dir, self.step):
+            # the interrupt came after the new checkpoint was complete
+            return Interrupted(f"interrupted again after the save was complete: saved {latest}", signal.SIGINT)
+        again = "interrupted again" if self._signals is not None and self._signals.signum else "interrupted"
+        when = "during the save" if self._saving else f"during step {self.step + 1}"
+        if latest is None:
+            return Interrupted(f"{again} {when}: no checkpoint was saved; the run starts over", signal.SIGINT)
+        return Interrupted(f"{again} {when}: the previous checkpoint {latest} is intact; {RESUME_HINT}", signal.SIGINT)
