@@ -1,7 +1,8 @@
 """mmcl: multi-modal contrastive learning (image-text and image-image), trained with Accelerate.
 
 Public API:
-    load_recipe, Recipe, ConfigError        recipes and their typed sections
+    load_recipe, check_recipe, Recipe       recipes: read and check (ConfigError for a user's mistake)
+    list_backends, list_losses              what the registries hold
     create_model, DualEncoder               timm vision tower + HF text tower
     create_loss, list_losses                registered contrastive losses
     Trainer, load_run                       train from a recipe; rebuild a trained model
@@ -23,8 +24,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "Recipe": ".config",
-    "load_recipe": ".config",
+    "Recipe": ".recipe",
+    "load_recipe": ".train.recipes",
+    "check_recipe": ".train.recipes",
+    "list_backends": ".models.backends",
     "SyntheticConfig": ".data.synthetic",
     "make_corpus": ".data.synthetic",
     "evaluate": ".eval",
@@ -54,11 +57,13 @@ __all__ = [  # noqa: F822 - the lazy names resolve through __getattr__
     "Trainer",
     "TrainingError",
     "create_loss",
+    "check_recipe",
     "create_model",
     "evaluate",
     "export_open_clip",
     "from_pretrained",
     "import_open_clip",
+    "list_backends",
     "list_losses",
     "load_pretrained",
     "load_recipe",

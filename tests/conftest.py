@@ -28,8 +28,8 @@ TINY_BERT = {
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A generated corpus (48 train / 16 test / 16 novel) written once per test session."""
-    from mmcl.config import SyntheticConfig
     from mmcl.data.synthetic import make_corpus
+    from mmcl.recipe import SyntheticConfig
 
     root = tmp_path_factory.mktemp("shapes")
     make_corpus(SyntheticConfig(root=str(root), n_train=48, n_test=16, n_novel=16, image_size=32), progress=False)
@@ -40,8 +40,8 @@ def tiny_corpus(tmp_path_factory):
 def ssl_corpus(tmp_path_factory):
     """Single-object scenes (every item labelled colour x shape) with a line sketch and a
     segmentation mask of each: 32 train / 16 test, 32 px; for image-image training and probes."""
-    from mmcl.config import SyntheticConfig
     from mmcl.data.synthetic import make_corpus
+    from mmcl.recipe import SyntheticConfig
 
     root = tmp_path_factory.mktemp("shapes-ssl")
     cfg = SyntheticConfig(
@@ -87,7 +87,7 @@ def straight_and_resumed(tmp_path, make_recipe, stop_at: int, check=None):
     from its latest checkpoint. ``check(trainer)`` runs on every trainer before it fits. Returns the
     two runs' last checkpoint folders."""
     import mmcl
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
     from mmcl.train import latest_checkpoint
 
     runs = {}

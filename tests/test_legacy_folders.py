@@ -70,7 +70,7 @@ def test_legacy_checkpoint_resumes(legacy, tiny_corpus):
     recipe["model"]["text"]["tokenizer"] = str(run / "tokenizer")
     recipe["train"].update(output_dir=str(run), resume="latest", steps=3)
     recipe["eval"]["datasets"] = []
-    trainer = mmcl.Trainer(mmcl.config.recipe_from_dict(recipe))
+    trainer = mmcl.Trainer(mmcl.recipe.recipe_from_dict(recipe))
     trainer.fit()
     assert trainer.step == 3
     assert (run / "checkpoints" / "step-0000003" / "model.safetensors").is_file()

@@ -10,8 +10,8 @@ from PIL import Image
 
 import mmcl
 from mmcl.cli import main
-from mmcl.config import recipe_from_dict
 from mmcl.errors import ConfigError
+from mmcl.recipe import recipe_from_dict
 from mmcl.report import read_run, write_report
 from mmcl.report.embeddings import EvalEmbeddings, cluster_labels, pca_2d
 from mmcl.report.plots import plot_embedding_map

@@ -102,7 +102,7 @@ def test_recipe_is_a_folder(capsys, tmp_path):
 
 def test_yaml_1_1_number_strings_are_numbers(tiny_corpus, tmp_path):
     """``lr: 1e-3`` in a file reads as a number, as the override ``train.lr=1e-3`` always did."""
-    from mmcl.config import load_recipe
+    from mmcl import load_recipe
 
     data = yaml.safe_dump(tiny_recipe_dict(tiny_corpus, tmp_path / "run"))
     path = tmp_path / "r.yaml"
@@ -144,7 +144,7 @@ def test_debug_shows_the_traceback(recipe_file):
 def trained_run(tiny_corpus, tmp_path_factory):
     """A 2-step run with a checkpoint (copied by each test that damages it)."""
     import mmcl
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
 
     out = tmp_path_factory.mktemp("user-errors") / "run"
     data = tiny_recipe_dict(tiny_corpus, out, steps=2)
@@ -271,11 +271,14 @@ def test_loading_a_run_needs_no_loss(run_copy):
 
 
 def tower_state(recipe_dict):
-    from mmcl.config import VisionConfig, _build
     from mmcl.models.vision import TimmVisionTower
+    from mmcl.recipe import VisionConfig
+    from mmcl.recipe.load import build_section
 
     torch.manual_seed(123)
-    return TimmVisionTower(_build(VisionConfig, recipe_dict["model"]["vision"], "model.vision")).trunk.state_dict()
+    return TimmVisionTower(
+        build_section(VisionConfig, recipe_dict["model"]["vision"], "model.vision")
+    ).trunk.state_dict()
 
 
 def test_vision_weights_in_another_naming_fail_in_one_line(capsys, tiny_corpus, tmp_path):
@@ -288,12 +291,12 @@ def test_vision_weights_in_another_naming_fail_in_one_line(capsys, tiny_corpus, 
     one_line_error(
         capsys, ["train", str(tmp_path / "r.yaml")], "model.vision.weights", "missing", "unexpected", "strict: false"
     )
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not list((tmp_path / "run").glob("checkpoints/step-*"))  # nothing trained, nothing saved
 
 
 def test_matching_vision_weights_load_and_the_summary_says_so(capsys, tiny_corpus, tmp_path):
     import mmcl
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
 
     data = copy.deepcopy(tiny_recipe_dict(tiny_corpus, tmp_path / "run", steps=1))  # TINY_VIT is shared
     state = tower_state(data)

@@ -3,7 +3,7 @@
 from .collate import ImageTextCollate
 from .csv_jsonl import PairedImageTextDataset, read_table
 from .pairs import SKIP_REASONS, ItemMaker
-from .sampler import ResumableBatchSampler
+from .samplers import ResumableBatchSampler, list_samplers
 from .sources import TrainData, build_train_data, detect_source
 from .tokenize import Tokenize, load_tokenizer
 from .transforms import image_transforms
@@ -19,6 +19,7 @@ __all__ = [
     "build_train_data",
     "detect_source",
     "image_transforms",
+    "list_samplers",
     "load_tokenizer",
     "read_table",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..negatives.duplicates import caption_keys, caption_words
+from .captions import caption_keys, caption_words
 
 
 class ImageTextCollate:

@@ -35,7 +35,7 @@ def _records(
     src: str, kind: str, image_key, caption_key, label_key, caption_template, image_root=None, caption_separator=None
 ):
     """(path, captions, label) per image; ``(None, reason, None)`` per bad row of a table."""
-    from ..eval.datasets import FolderImages, TableImages
+    from .evalsets import FolderImages, TableImages
 
     p = Path(src)
     if kind in ("csv", "jsonl"):

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig
 from ..errors import ConfigError
+from ..recipe import DataConfig
 from .collate import ImageTextCollate
 from .csv_jsonl import PairedImageTextDataset
 from .folder import FolderPairs
 from .hf import HFPairs, load_hf, resolve_columns, row_record
 from .pairs import ItemMaker
-from .sampler import ResumableBatchSampler
+from .samplers import ResumableBatchSampler, create_sampler
 from .stream import Shard, StreamDataset
 from .wds import SHARD_ERRORS, WdsFields, expand_shards, iter_tar_records, record_uid
 
@@ -226,26 +226,7 @@ def build_train_data(
                 negatives_key=data.negatives_key,
                 negatives_fraction=data.negatives_fraction,
             )
-        if data.sampler == "clusters":
-            from ..negatives.sampler import ClusterBatchSampler
-
-            sampler = ClusterBatchSampler(
-                len(dataset), data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs
-            )
-        elif data.sampler == "caption_edits":
-            from ..negatives.edit_pairs import CaptionEditBatchSampler
-
-            captions = getattr(dataset, "captions", None)
-            if captions is None:
-                raise ConfigError(
-                    f"data.sampler: caption_edits pairs the captions of a CSV/JSONL file; {data.train} is a {kind} "
-                    "source; valid choices for it: random, clusters"
-                )
-            sampler = CaptionEditBatchSampler(
-                captions, data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs
-            )
-        else:
-            sampler = ResumableBatchSampler(len(dataset), data.batch_size, rank, world_size, seed=seed)
+        sampler = create_sampler(data, dataset, rank, world_size, seed)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_sampler=sampler,

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..config import SyntheticConfig
+from ..recipe import SyntheticConfig
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),

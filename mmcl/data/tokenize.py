@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..config import TextConfig, resolve_path
+from ..recipe import TextConfig, resolve_path
 
 
 def load_tokenizer(cfg: TextConfig) -> PreTrainedTokenizerBase:

@@ -9,7 +9,7 @@ from timm.data import create_transform
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from ..config import AugmentConfig
+from ..recipe import AugmentConfig
 
 
 def image_transforms(data_config: dict, augment: AugmentConfig, located: bool = False) -> tuple[Callable, Callable]:

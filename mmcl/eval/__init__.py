@@ -5,9 +5,9 @@ and return a metrics dict with CLIP_benchmark's names; :func:`make_record` / :fu
 turn it into CLIP_benchmark's result JSON.
 """
 
+from ..data.evalsets import EvalDataset, open_dataset
 from .adapters import HFClipAdapter, MmclAdapter, OpenClipAdapter, load_adapter
 from .compositional import compositional_accuracy, evaluate_compositional, shapes_compositional_items
-from .datasets import EvalDataset, open_dataset
 from .dense_probe import dense_probe, load_segmentation, segmentation_metrics
 from .encode import Encoded, encode_dataset
 from .finetune import finetune_classifier, finetune_transfer, subset_per_class

@@ -94,7 +94,7 @@ class MmclAdapter(_Adapter):
     def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None, device=None) -> MmclAdapter:
         """The model of a run folder at ``checkpoint`` (default: the run's latest)."""
         from ..data import Tokenize, image_transforms
-        from ..train import load_run
+        from ..models.run_folder import load_run
 
         model, tokenizer, recipe, ckpt = load_run(run_dir, checkpoint)
         _, eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)
@@ -112,7 +112,7 @@ class MmclAdapter(_Adapter):
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None) -> MmclAdapter:
         """A pretrained folder written by ``save_pretrained`` / ``mmcl export pretrained``."""
-        from ..interop import load_pretrained
+        from ..models.pretrained import load_pretrained
 
         model, tokenize, preprocess = load_pretrained(path)
         return cls(model, tokenize, preprocess, device or default_device(), name=Path(path).name, pretrained=str(path))
@@ -248,7 +248,7 @@ class HFClipAdapter(_Adapter):
 
 
 def detect_model_type(model: str) -> str:
-    from ..interop.pretrained import _is_pretrained_dir
+    from ..models.pretrained import _is_pretrained_dir
 
     path = Path(model)
     if (path / "recipe.yaml").is_file() or _is_pretrained_dir(path):
@@ -275,7 +275,7 @@ def load_adapter(
     if model_config is not None and model_type == "auto":
         kind = "open_clip"
     if kind == "mmcl":
-        from ..interop.pretrained import _is_pretrained_dir
+        from ..models.pretrained import _is_pretrained_dir
 
         if _is_pretrained_dir(Path(model)):
             if pretrained is not None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from ..data.csv_jsonl import read_table
+from ..data.evalsets import EvalDataset, _open_image, _Source
 from ..errors import ConfigError
-from .datasets import EvalDataset, _open_image, _Source
 from .encode import encode_dataset
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..data.evalsets import EvalDataset
 from ..errors import ConfigError
-from .datasets import EvalDataset
 
 
 @dataclass

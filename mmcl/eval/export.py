@@ -7,7 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from .datasets import EvalDataset
+from ..data.evalsets import EvalDataset
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import IMAGE_TASKS, EvalConfig, EvalDatasetConfig
 from ..data.csv_jsonl import PairedImageTextDataset
+from ..data.evalsets import open_dataset
 from ..errors import ConfigError
+from ..recipe import EvalConfig, EvalDatasetConfig
 from .compositional import evaluate_compositional
-from .datasets import open_dataset
 from .dense_probe import dense_features, dense_probe, load_segmentation
 from .finetune import finetune_transfer
 from .knn import knn_metrics
@@ -23,6 +23,9 @@ from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metric
 from .probes import _labelled_features
 from .retrieval import same_caption_same_embedding
 from .zero_shot import read_lines, zero_shot_classifier, zero_shot_metrics
+
+# tasks that read images only (no text tower needed)
+IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval", "dense_probe", "finetune")
 
 
 def _encode_dataset(adapter, ds_cfg: EvalDatasetConfig, batch_size: int, progress: bool):

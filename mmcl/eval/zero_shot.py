@@ -50,7 +50,7 @@ def evaluate_zeroshot(
     CLIP_benchmark.
     """
     from ..errors import ConfigError
-    from .datasets import resolve_list
+    from .classnames import resolve_list
     from .encode import encode_dataset
 
     names = classnames if isinstance(classnames, list) else resolve_list(classnames, "classnames", data.classnames)

@@ -1,29 +1,16 @@
-"""Save, load and share models: pretrained folders (safetensors + configs + tokenizer), the
-Hugging Face Hub, and open_clip checkpoints in both directions.
+"""Models in other formats and places: open_clip export (and import, from :mod:`mmcl.models`),
+pretrained folders and the Hugging Face Hub.
 
     save_pretrained, from_pretrained, load_pretrained, push_to_hub    mmcl's own folder format
     export_open_clip, import_open_clip, load_open_clip                open_clip interop
 
-open_clip is imported only when its functions run, and the names here on first use (so the
-``mmcl export`` parser, in :mod:`mmcl.interop.cli`, loads without torch).
+open_clip is imported only when its functions run.
 """
 
-from __future__ import annotations
+from ..models.pretrained import PretrainedMixin, from_pretrained, load_pretrained, push_to_hub, save_pretrained
+from .open_clip import export_open_clip, import_open_clip, load_open_clip
 
-import importlib
-
-_LAZY = {
-    "export_open_clip": ".open_clip",
-    "import_open_clip": ".open_clip",
-    "load_open_clip": ".open_clip",
-    "PretrainedMixin": ".pretrained",
-    "from_pretrained": ".pretrained",
-    "load_pretrained": ".pretrained",
-    "push_to_hub": ".pretrained",
-    "save_pretrained": ".pretrained",
-}
-
-__all__ = [  # noqa: F822 - resolved by __getattr__
+__all__ = [
     "PretrainedMixin",
     "export_open_clip",
     "from_pretrained",
@@ -33,11 +20,3 @@ __all__ = [  # noqa: F822 - resolved by __getattr__
     "push_to_hub",
     "save_pretrained",
 ]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mmcl.interop' has no attribute {name!r}")

@@ -1,12 +1,13 @@
 """Contrastive losses, registered by name. Importing this package registers all of them."""
 
+from ..models.momentum import momentum_update  # re-exported: it lived here before
 from .base import LOSSES, create_loss, list_losses, register_loss
 from .cluster_infonce import ClusterGuidedInfoNCE
 from .dcl import DCLLoss, DCLWLoss
 from .densecl import DenseCLLoss
 from .hcl import HCLLoss
 from .infonce import InfoNCELoss
-from .moco import MoCoLoss, momentum_update
+from .moco import MoCoLoss
 from .ntxent import NTXentLoss
 from .siglip import SigLipLoss
 from .supcon import SupConLoss

@@ -43,14 +43,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..errors import ConfigError
 from ..negatives.calibration import NegativeCalibrator, pair_features
 from ..negatives.clusters import SharedSpaceCentroids
 from ..negatives.duplicates import contained, duplicate_pairs
 from ._checks import check_rank_world
 from ._distributed import cross_modal_inputs, gather_no_grad, gather_text_negatives, gather_with_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def multi_positive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Te
 
 
 @register_loss("cluster_infonce")
-class ClusterGuidedInfoNCE(nn.Module):
+class ClusterGuidedInfoNCE(ContrastiveLoss):
     """Args:
     k, momentum, gate: the shared-space centroids (ClusterNS defaults 128, 1e-3, 0.4).
     mode: ``"online"`` (momentum update every step) or ``"periodic"`` (k-means over an embedding
@@ -94,6 +94,8 @@ class ClusterGuidedInfoNCE(nn.Module):
     """
 
     pairing = "cross_modal"
+    takes_text_negatives = True  # NegCLIP-style hard-negative captions (data.negatives_key)
+    provides_clusters = True  # sample_table(): data.sampler: clusters orders epochs by it
 
     def __init__(
         self,
@@ -240,12 +242,31 @@ class ClusterGuidedInfoNCE(nn.Module):
     def caption_inputs(self) -> tuple[str, str] | None:
         """(the collate's batch key, this loss's attribute) of what each call needs about the
         captions, or None: ``("caption_key", "batch_caption_keys")`` for equal captions,
-        ``("caption_words", "batch_caption_words")`` for contained ones. The trainer reads it."""
+        ``("caption_words", "batch_caption_words")`` for contained ones."""
         if self.duplicate_captions == "none":
             return None
         if self.caption_match == "contained":
             return "caption_words", "batch_caption_words"
         return "caption_key", "batch_caption_keys"
+
+    def check_recipe(self, recipe) -> None:
+        if recipe.model.kind == "image_image" and self.duplicate_captions != "none":
+            raise ConfigError(
+                "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
+                "valid choice here: none"
+            )
+
+    @property
+    def batch_inputs(self) -> tuple[str, ...]:
+        """Sample ids (``index``: the bank and the cluster table) and, when duplicate captions are
+        handled, the captions' keys or word keys."""
+        return ("index",) if self.caption_inputs is None else ("index", self.caption_inputs[0])
+
+    def set_batch(self, inputs: dict[str, torch.Tensor]) -> None:
+        self.batch_ids = inputs.get("index")
+        if self.caption_inputs is not None:
+            key, attr = self.caption_inputs
+            setattr(self, attr, inputs.get(key))
 
     def _duplicates(self, sizes, offset, n, positives):
         """This rank's duplicate-caption pairs, (images x all captions) and (captions x all images),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ._checks import check_positive, check_rank_world
 from ._distributed import two_view_inputs
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("dcl")
-class DCLLoss(nn.Module):
+class DCLLoss(ContrastiveLoss):
     """NT-Xent with the positive removed from the denominator ("decoupled").
 
     Over the 2n views ``[z0; z1]`` of a global batch of n samples (L2-normalised inside), with pos(i)

@@ -7,11 +7,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..errors import ConfigError
 from ._checks import check_positive, check_rank_world, check_two_views
 from ._distributed import batch_sizes, dist_info, gather_no_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 from .moco import MoCoLoss
 
 MATCHES = ("features", "geometry")
@@ -72,7 +72,7 @@ def match_by_geometry(
 
 
 @register_loss("densecl")
-class DenseCLLoss(nn.Module):
+class DenseCLLoss(ContrastiveLoss):
     """loss = (1 - w) * L_global + w * L_dense, with w = 0 for the first ``warmup_steps`` calls.
 
     - L_global: MoCo v2 on the pooled embeddings (queries vs momentum keys and a queue of past keys).
@@ -116,6 +116,8 @@ class DenseCLLoss(nn.Module):
     """
 
     pairing = "dense"
+    needs_momentum_encoder = True  # keys come from the model's momentum encoder (model.momentum)
+    needs_dense_head = True  # dense queries and keys come from the model's dense head (model.dense)
     stats_group = "loss"  # the trainer logs last_stats as loss/global_loss, loss/dense_loss, loss/w
 
     def __init__(
@@ -152,6 +154,26 @@ class DenseCLLoss(nn.Module):
         self.dense_keys = MoCoLoss(queue_size, temperature, True, rank, world_size)  # only its queue is used
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self.last_stats: dict[str, float] = {}
+
+    @property
+    def batch_inputs(self) -> tuple[str, ...]:
+        """``match: geometry`` pairs cells by the crop boxes of the two views."""
+        return ("boxes", "boxes2") if self.match == "geometry" else ()
+
+    def set_batch(self, inputs: dict[str, torch.Tensor]) -> None:
+        if self.match == "geometry" and "boxes" in inputs:
+            self.batch_boxes = (inputs["boxes"], inputs["boxes2"])
+
+    def check_recipe(self, recipe) -> None:
+        d = recipe.data
+        if self.match == "geometry" and not (
+            d.image2_key is None and d.augment.enabled and d.augment.preset == "simclr"
+        ):
+            raise ConfigError(
+                "loss.kwargs.match: geometry pairs the cells of two crops of one image by their crop boxes: it "
+                "needs data.augment.enabled: true with preset: simclr and no data.image2_key (valid matches: "
+                "features, geometry)"
+            )
 
     def current_weight(self) -> float:
         """w for the next call."""

@@ -6,15 +6,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ._checks import check_positive, check_rank_world
 from ._distributed import two_view_inputs
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("hcl")
-class HCLLoss(nn.Module):
+class HCLLoss(ContrastiveLoss):
     """Debiased, hardness-reweighted NT-Xent.
 
     Over the 2n views ``[z0; z1]`` of a global batch of n samples (L2-normalised inside), anchor i

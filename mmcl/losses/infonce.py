@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._checks import check_chunk_size, check_rank_world
 from ._chunked import chunked_row_cross_entropy, chunked_symmetric_infonce
 from ._distributed import cross_modal_inputs, gather_text_negatives, gather_with_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("infonce")
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(ContrastiveLoss):
     """loss = (CE(s * X Y^T, I) + CE(s * Y X^T, I)) / 2 over the global batch.
 
     Under data parallelism each rank scores its B local rows against all W*B gathered columns
@@ -39,6 +38,7 @@ class InfoNCELoss(nn.Module):
     """
 
     pairing = "cross_modal"  # called as loss(image_features, text_features, logit_scale, logit_bias)
+    takes_text_negatives = True  # NegCLIP-style hard-negative captions (data.negatives_key)
 
     def __init__(
         self,

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._checks import check_positive, check_rank_world, check_two_views
 from ._distributed import batch_sizes, dist_info, gather_no_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("moco")
-class MoCoLoss(nn.Module):
+class MoCoLoss(ContrastiveLoss):
     """loss_i = CE([q_i . k_i, q_i . queue] / t, 0), mean over the global batch; then the keys of
     the whole global batch are enqueued (gathered from every rank, in rank order), oldest first out.
 
@@ -37,6 +36,7 @@ class MoCoLoss(nn.Module):
     """
 
     pairing = "two_view"  # called as loss(query, key): image-image training
+    needs_momentum_encoder = True  # keys come from the model's momentum encoder (model.momentum)
 
     def __init__(
         self,
@@ -95,14 +95,3 @@ class MoCoLoss(nn.Module):
         sizes = batch_sizes(q.shape[0], world, q.device)
         self.enqueue(gather_no_grad(k, sizes))
         return loss * (len(sizes) * q.shape[0] / sum(sizes))
-
-
-@torch.no_grad()
-def momentum_update(target: nn.Module, online: nn.Module, momentum: float = 0.999) -> None:
-    """EMA of weights: target <- momentum * target + (1 - momentum) * online (buffers are copied)."""
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    for t, o in zip(target.parameters(), online.parameters()):
-        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
-    for t, o in zip(target.buffers(), online.buffers()):
-        t.copy_(o)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._checks import check_positive, check_rank_world
 from ._distributed import two_view_inputs
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("ntxent")
-class NTXentLoss(nn.Module):
+class NTXentLoss(ContrastiveLoss):
     """Normalised temperature-scaled cross entropy over the 2n views of a global batch of n samples.
 
     With the views laid out as ``[z0; z1]`` (2n rows, L2-normalised inside), s_ij = v_i . v_j and

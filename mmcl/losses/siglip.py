@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._checks import check_chunk_size, check_rank_world
 from ._chunked import chunked_sigmoid_loss
 from ._distributed import cross_modal_inputs, gather_with_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("siglip")
-class SigLipLoss(nn.Module):
+class SigLipLoss(ContrastiveLoss):
     """Pairwise sigmoid loss over every image-text pair of the global batch of n pairs::
 
         loss = -(1 / n) * sum_{i, j} log_sigmoid( z_ij * (scale * x_i . y_j + bias) )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ._checks import check_positive, check_rank_world, check_two_views
 from ._distributed import batch_sizes, dist_info, gather_no_grad, gather_with_grad, two_view_layout
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("supcon")
-class SupConLoss(nn.Module):
+class SupConLoss(ContrastiveLoss):
     """SupCon "L_out": the mean over positives is taken outside the log.
 
     Over the V*n views of a global batch (V = 2 views ``[z0; z1]``, or V = 1 when ``z1`` is None),

@@ -4,15 +4,14 @@ Embeddings with Hard Negatives")."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ._checks import check_rank_world
 from ._distributed import cross_modal_inputs, gather_with_grad
-from .base import register_loss
+from .base import ContrastiveLoss, register_loss
 
 
 @register_loss("triplet")
-class TripletLoss(nn.Module):
+class TripletLoss(ContrastiveLoss):
     """Cross-modal hinge on the hardest in-batch negative, in both directions.
 
     With s_ij = x_i . y_j over the global batch of n pairs::

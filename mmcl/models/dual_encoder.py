@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..interop.pretrained import PretrainedMixin
+from ..recipe import ModelConfig
 from .heads import projection_head
+from .pretrained import PretrainedMixin
 from .text import HFTextTower
 from .vision import TimmVisionTower
 

@@ -1,23 +1,20 @@
-"""``create_model``: a dual encoder from the recipe's model section."""
+"""``create_model``: the model a recipe's model section describes, built by its backend."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import PretrainedConfig
+from torch import nn
 
-from ..config import ConfigError, ModelConfig
-from .dual_encoder import DualEncoder
-from .image_encoder import ImageEncoder
-from .text import HFTextTower
-from .vision import TimmVisionTower
+from ..errors import ConfigError
+from ..recipe import ModelConfig
+from .backends import get_backend
 
 
-def create_model(
-    cfg: ModelConfig, text_config: PretrainedConfig | None = None, load_weights: bool = True
-) -> DualEncoder | ImageEncoder:
-    """Build the model (``model.kind``: a :class:`DualEncoder` or an :class:`ImageEncoder`).
-    Nothing touches the network.
+def create_model(cfg: ModelConfig, text_config=None, load_weights: bool = True) -> nn.Module:
+    """Build the model of ``cfg`` with its backend (:mod:`mmcl.models.backends`): a
+    :class:`DualEncoder` or an :class:`ImageEncoder` for the built-in ones. Nothing touches the
+    network.
 
     Args:
         cfg: model section of a recipe.
@@ -26,21 +23,13 @@ def create_model(
         load_weights: read ``cfg.vision.weights`` and ``cfg.init_from``; off when a checkpoint
             supplies the weights.
     """
-    vision = TimmVisionTower(cfg.vision, load_weights=load_weights)
-    if cfg.kind == "image_image":
-        vision2 = None
-        if cfg.vision2 is not None:
-            vision2 = TimmVisionTower(cfg.vision2, load_weights=load_weights, key="model.vision2")
-        model = ImageEncoder(cfg, vision, vision2)
-    else:
-        text = HFTextTower(cfg.text, hf_config=text_config)
-        model = DualEncoder(cfg, vision, text)
+    model = get_backend(cfg).build(cfg, text_config=text_config, load_weights=load_weights)
     if load_weights and cfg.init_from:
         init_from_pretrained(model, cfg.init_from)
     return model
 
 
-def weights_summary(model: DualEncoder | ImageEncoder) -> str:
+def weights_summary(model: nn.Module) -> str:
     """Where each tower's starting weights came from, in one line (printed at start-up)."""
     cfg = model.cfg
     if cfg.init_from:
@@ -53,9 +42,9 @@ def weights_summary(model: DualEncoder | ImageEncoder) -> str:
     return "; ".join(parts)
 
 
-def init_from_pretrained(model: DualEncoder | ImageEncoder, source: str) -> None:
+def init_from_pretrained(model: nn.Module, source: str) -> None:
     """Copy every weight of the model saved at ``source`` into ``model`` (same architecture)."""
-    from ..interop import from_pretrained
+    from .pretrained import from_pretrained  # it builds models with create_model
 
     if not Path(source).exists():
         raise ConfigError(f"model.init_from: {source} does not exist (a pretrained, run or open_clip folder)")

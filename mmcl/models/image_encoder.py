@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..interop.pretrained import PretrainedMixin
-from ..losses.moco import momentum_update
+from ..recipe import ModelConfig
 from .heads import projection_head
+from .momentum import momentum_update
+from .pretrained import PretrainedMixin
 from .vision import TimmVisionTower
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from ..config import TextConfig, resolve_path
 from ..errors import ConfigError
+from ..recipe import TextConfig, resolve_path
 from .lock import lock_hf
 
 

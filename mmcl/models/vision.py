@@ -8,8 +8,8 @@ import timm
 import torch
 from torch import nn
 
-from ..config import VisionConfig, resolve_path
 from ..errors import ConfigError
+from ..recipe import VisionConfig, resolve_path
 from ..weights import key_mismatch_message, load_state_file
 from .lock import lock_timm
 
@@ -25,6 +25,16 @@ def _unwrap(state: dict) -> dict:
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def _fixed_input_size(trunk: nn.Module) -> int | None:
+    """The one square input side a ViT-style trunk accepts, or None (convolutional, or dynamic size)."""
+    embed = getattr(trunk, "patch_embed", None)
+    size = getattr(embed, "img_size", None)
+    if size is None or not getattr(embed, "strict_img_size", True) or getattr(embed, "dynamic_img_size", False):
+        return None
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    return int(size[0]) if size[0] == size[1] else None
 
 
 def load_tower_weights(trunk: nn.Module, path: str, strict: bool = True, key: str = "model.vision") -> str:
@@ -89,16 +99,17 @@ class TimmVisionTower(nn.Module):
         kwargs = dict(cfg.kwargs)
         if cfg.patch_dropout:
             kwargs["patch_drop_rate"] = cfg.patch_dropout
-        try:
-            self.trunk = timm.create_model(cfg.name, num_classes=0, **kwargs)
-        except TypeError as e:
-            if cfg.patch_dropout and "patch_drop_rate" in str(e):
+        self.trunk = self._create(cfg, kwargs, key)
+        fixed = _fixed_input_size(self.trunk)
+        if cfg.image_size is not None and fixed is not None and fixed != cfg.image_size:
+            # a ViT-style tower is built for one input size: build it for image_size instead of
+            # failing at the first batch ("Input height (32) doesn't match model (224)")
+            if "img_size" in kwargs:
                 raise ConfigError(
-                    f"model.vision.patch_dropout needs a ViT-style timm model with patch tokens; {cfg.name!r} has none"
-                ) from None
-            raise ConfigError(
-                f"model.vision.kwargs {cfg.kwargs} not accepted by timm model {cfg.name!r}: {e}"
-            ) from None
+                    f"{key}.image_size is {cfg.image_size} but {key}.kwargs.img_size is {kwargs['img_size']}: "
+                    "give one of them (or the same value)"
+                )
+            self.trunk = self._create(cfg, {**kwargs, "img_size": cfg.image_size}, key)
         # what the tower's weights came from, for the run summary
         self.weights_note = "random init"
         if cfg.weights is not None and load_weights:
@@ -118,6 +129,22 @@ class TimmVisionTower(nn.Module):
             lock_timm(self.trunk, cfg.unlocked_groups)
         self.num_features = self.trunk.num_features
         self.image_size = cfg.image_size
+
+    @staticmethod
+    def _create(cfg: VisionConfig, kwargs: dict, key: str) -> nn.Module:
+        try:
+            return timm.create_model(cfg.name, num_classes=0, **kwargs)
+        except TypeError as e:
+            if cfg.patch_dropout and "patch_drop_rate" in str(e):
+                raise ConfigError(
+                    f"{key}.patch_dropout needs a ViT-style timm model with patch tokens; {cfg.name!r} has none"
+                ) from None
+            if "img_size" in str(e) and "img_size" not in cfg.kwargs:
+                raise ConfigError(
+                    f"{key}.image_size: timm model {cfg.name!r} is built for one input size and takes no img_size; "
+                    "set image_size to null (its own size)"
+                ) from None
+            raise ConfigError(f"{key}.kwargs {cfg.kwargs} not accepted by timm model {cfg.name!r}: {e}") from None
 
     def data_config(self) -> dict:
         """Input size, interpolation, mean and std from the tower's pretrained config; the input

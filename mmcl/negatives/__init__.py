@@ -15,11 +15,10 @@
   probability that the pair is actually aligned; ``weighting: calibrated`` down-weights those.
 """
 
+from ..data.samplers import CaptionEditBatchSampler, ClusterBatchSampler  # batch order is a data concern
 from .calibration import NegativeCalibrator, pair_features
 from .clusters import SharedSpaceCentroids
 from .duplicates import caption_keys, caption_words, contained
-from .edit_pairs import CaptionEditBatchSampler
-from .sampler import ClusterBatchSampler
 
 __all__ = [
     "ClusterBatchSampler",

@@ -103,8 +103,8 @@ def encode_eval_sets(
     """
     import torch
 
+    from ..data.evalsets import open_dataset
     from ..eval.adapters import MmclAdapter
-    from ..eval.datasets import open_dataset
     from ..eval.encode import encode_dataset
     from ..eval.metrics import retrieval_metrics
     from ..train.checkpoint import latest_checkpoint

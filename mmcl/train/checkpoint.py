@@ -1,10 +1,5 @@
-"""Step-level checkpoints: written atomically, loaded without executing pickled code.
-
-Layout of ``RUN_DIR/checkpoints/step-0000100/``:
-    model.safetensors   model weights
-    ema.safetensors     the EMA of the weights (with train.ema_decay)
-    state.pt            optimizer, scheduler, RNG states, step and data position
-                        (plain tensors and containers only: loaded with ``weights_only=True``)
+"""Writing step-level checkpoints atomically (their layout, and reading them back without
+executing pickled code: :mod:`mmcl.models.run_folder`).
 
 A checkpoint is written to a temporary folder (``.tmp-step-0000100-PID``) and renamed into place,
 then ``latest`` (a text file naming it) is replaced atomically. A crash at any moment leaves the
@@ -31,10 +26,34 @@ import torch
 from safetensors.torch import save_model
 
 from ..errors import OutputError
-from ..weights import load_safetensors_into, load_torch_file
+from ..models.run_folder import (  # the layout and its readers live with the model loaders
+    CHECKPOINT_DIR,
+    PREFIX,
+    _latest_name,
+    latest_checkpoint,
+    list_checkpoints,
+    load_state,
+    load_weights,
+)
 
-CHECKPOINT_DIR = "checkpoints"
-PREFIX = "step-"
+__all__ = [
+    "CHECKPOINT_DIR",
+    "check_writable",
+    "checkpoint_path",
+    "free_space",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_state",
+    "load_weights",
+    "output_errors",
+    "remove_stale_saves",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_atomic",
+    "write_error",
+]
+
 # what torch.save says when a write stops short (it does not keep the OS error)
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 # leftovers of unfinished saves: .tmp-step-N-PID (being written), .old-step-N-PID (a re-saved step's
@@ -257,13 +276,6 @@ def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"{PREFIX}{step:07d}"
 
 
-def _latest_name(root: Path) -> str | None:
-    try:
-        return (root / "latest").read_text().strip()
-    except OSError:
-        return None
-
-
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -320,33 +332,3 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob(f"{PREFIX}*") if (p / "model.safetensors").is_file() and (p / "state.pt").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX) :]))
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    root = Path(run_dir) / CHECKPOINT_DIR
-    pointer = root / "latest"
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if (candidate / "model.safetensors").is_file() and (candidate / "state.pt").is_file():
-            return candidate
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def load_weights(path: str | os.PathLike, model: torch.nn.Module, name: str = "model.safetensors") -> None:
-    """Load ``name`` from a checkpoint folder into ``model`` (strict; a bad file is refused in one line)."""
-    load_safetensors_into(model, Path(path) / name, strict=True)
-
-
-def load_state(path: str | os.PathLike) -> dict:
-    """The checkpoint's ``state.pt``, read with ``weights_only=True`` (a pickle with code is refused)."""
-    return load_torch_file(Path(path) / "state.pt", "checkpoint state")

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..recipe import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

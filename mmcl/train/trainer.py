@@ -18,7 +18,6 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, gather_object, set_seed
 from tqdm.auto import tqdm
 
-from ..config import Recipe
 from ..data import Tokenize, image_transforms, load_tokenizer
 from ..data.sources import build_train_data
 from ..data.stream import merge_positions
@@ -30,12 +29,11 @@ from ..eval.runner import evaluate, markdown_table, write_results
 from ..losses.base import call_cross_modal, create_loss
 from ..models import create_model, text_model_config
 from ..models.factory import weights_summary
+from ..models.run_folder import latest_checkpoint, load_state, load_weights
+from ..recipe import Recipe
 from .checkpoint import (
     check_writable,
     checkpoint_path,
-    latest_checkpoint,
-    load_state,
-    load_weights,
     output_errors,
     remove_stale_saves,
     rng_state,
@@ -45,6 +43,7 @@ from .checkpoint import (
 )
 from .grad_cache import full_batch_loss, grad_cache_backward, loss_inputs
 from .optim import create_optimizer, create_scheduler
+from .recipes import check_recipe
 from .run_dir import save_run_metadata
 from .throughput import Throughput
 from .tracking import JSONLTracker
@@ -180,7 +179,7 @@ class Trainer:
     """
 
     def __init__(self, recipe: Recipe):
-        self.recipe = recipe
+        self.recipe = check_recipe(recipe)  # the parts fit together (cheap; load_recipe did it already)
         self.run_dir = recipe.run_dir
         t = recipe.train
         if t.precision == "fp16" and (t.cpu or not torch.cuda.is_available()):
@@ -239,13 +238,6 @@ class Trainer:
         for note in self.data.notes:
             log.warning(note)
         self.loss_fn = create_loss(recipe.loss.name, **recipe.loss.kwargs)
-        # duplicate-caption masking: (batch key, loss attribute) of what the loss reads each step
-        self.caption_keys = getattr(self.loss_fn, "caption_inputs", None)
-        if self.image_image and self.caption_keys:
-            raise ConfigError(
-                "loss.kwargs.duplicate_captions compares captions, and an image_image model has none; "
-                "valid choice here: none"
-            )
         if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
             self.model.to(memory_format=torch.channels_last)
         if t.sync_bn and acc.num_processes > 1:
@@ -315,7 +307,7 @@ class Trainer:
             "world_size": self.accelerator.num_processes,
             "batch_size": self.recipe.data.batch_size,
             # a cluster-aware sampler's per-epoch snapshot of the sample clusters
-            "sampler": self.data.sampler.state_dict() if hasattr(self.data.sampler, "state_dict") else None,
+            "sampler": self.data.sampler.state_dict() if self.data.sampler is not None else None,
         }
 
     def save(self) -> Path | None:
@@ -353,7 +345,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state.get("loss", {}))
-        if state.get("sampler") is not None and hasattr(self.data.sampler, "load_state_dict"):
+        if state.get("sampler") is not None and self.data.sampler is not None:
             self.data.sampler.load_state_dict(state["sampler"])
         acc = self.accelerator
         ranks = state.get("rng_ranks")
@@ -482,13 +474,9 @@ class Trainer:
         GradCache. Returns the loss, or None when the step was skipped (non-finite loss or
         gradient). Under bf16/fp16 the towers run in autocast; the logits and loss in fp32."""
         acc = self.accelerator
-        if hasattr(self.loss_fn, "batch_ids"):  # losses that keep an embedding bank want sample ids
-            self.loss_fn.batch_ids = torch.cat([b["index"] for b in batches])
-        if hasattr(self.loss_fn, "batch_boxes") and "boxes" in batches[0]:  # densecl, match: geometry
-            self.loss_fn.batch_boxes = tuple(torch.cat([b[k] for b in batches]) for k in ("boxes", "boxes2"))
-        if self.caption_keys:
-            key, attr = self.caption_keys
-            setattr(self.loss_fn, attr, torch.cat([b[key] for b in batches]))
+        # what the loss reads besides the features (sample ids, caption keys, crop boxes), declared by it
+        wanted = [k for k in self.loss_fn.batch_inputs if k in batches[0]]
+        self.loss_fn.set_batch({k: torch.cat([b[k] for b in batches]) for k in wanted})
         if len(batches) == 1:
             loss = self._batch_loss(batches[0])
             finite = torch.isfinite(loss.detach()).float()
@@ -530,7 +518,7 @@ class Trainer:
         acc, data = self.accelerator, self.data
         while True:
             fresh_epoch = self.batch_in_epoch == 0 and not self.stream_progress and not self.sample_offset
-            if fresh_epoch and hasattr(data.sampler, "set_clusters"):
+            if fresh_epoch and data.sampler is not None and data.sampler.needs_loss_clusters:
                 # the epoch's order groups the clusters the loss last saw each sample in
                 data.sampler.set_clusters(*self.loss_fn.sample_table())
             data.start_epoch(self.epoch, self.batch_in_epoch, self.stream_progress, self.sample_offset)
@@ -718,7 +706,7 @@ class Trainer:
                     if "train/mfu" in speed:
                         postfix["mfu"] = f"{speed['train/mfu']:.1%}"
                     bar.set_postfix(**postfix)
-                    stats = getattr(self.loss_fn, "stats_group", "negatives")
+                    stats = self.loss_fn.stats_group
                     self._log(
                         {
                             "train/loss": loss,
@@ -728,7 +716,7 @@ class Trainer:
                             "train/epoch": self.epoch,
                             # cluster health of cluster-guided losses (e.g. image-caption agreement),
                             # DenseCL's two terms
-                            **{f"{stats}/{k}": v for k, v in getattr(self.loss_fn, "last_stats", {}).items()},
+                            **{f"{stats}/{k}": v for k, v in self.loss_fn.last_stats.items()},
                             **{f"data/skipped_{k}": v for k, v in skipped.items()},
                         },
                     )

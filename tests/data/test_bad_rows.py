@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from mmcl.cli import main
-from mmcl.config import ConfigError
 from mmcl.data.csv_jsonl import MAX_CAPTION_CHARS, BadRow, PairedImageTextDataset, read_table
+from mmcl.errors import ConfigError
 
 from ..conftest import tiny_recipe_dict
 from .corpora import rows

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 import yaml
 
-from mmcl.config import SyntheticConfig
 from mmcl.data.synthetic import make_corpus
 from mmcl.data.wds import record_uid
+from mmcl.recipe import SyntheticConfig
 
 from ..conftest import tiny_recipe_dict
 from .corpora import img2dataset_shards, rows

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from mmcl.config import ConfigError
 from mmcl.data import ImageTextCollate, PairedImageTextDataset
+from mmcl.errors import ConfigError
 
 
 def to_tensor(image):
@@ -114,7 +114,7 @@ def test_caption_separator_in_csv(tiny_corpus, tmp_path):
 
 
 def test_training_from_jsonl_with_caption_lists(tiny_corpus, tmp_path):
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
     from mmcl.train import Trainer
 
     from ..conftest import tiny_recipe_dict

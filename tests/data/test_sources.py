@@ -6,9 +6,9 @@ from collections import Counter
 import pytest
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.data.sources import detect_source
 from mmcl.errors import ConfigError
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import tiny_recipe_dict
 from .corpora import class_folder, hf_dataset, img2dataset_shards, jsonl_file
@@ -114,8 +114,8 @@ def test_weights_need_resampled_mode(tiny_corpus, tmp_path):
 def test_streaming_hf_shards_are_all_read_by_two_workers(tiny_corpus, tmp_path):
     import datasets
 
-    from mmcl.config import AugmentConfig, DataConfig
     from mmcl.data.sources import build_train_data
+    from mmcl.recipe import AugmentConfig, DataConfig
 
     from .corpora import rows
 
@@ -138,9 +138,9 @@ def test_streaming_hf_shards_are_all_read_by_two_workers(tiny_corpus, tmp_path):
 
 
 def test_truncated_tar_counts_as_unreadable_and_sources_do_not_share_ids(tiny_corpus, tmp_path):
-    from mmcl.config import AugmentConfig, DataConfig
     from mmcl.data.sources import build_train_data
     from mmcl.data.wds import record_uid
+    from mmcl.recipe import AugmentConfig, DataConfig
 
     shards = img2dataset_shards(tiny_corpus, tmp_path / "s", 2)
     data = shards[1].read_bytes()

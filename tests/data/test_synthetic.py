@@ -3,8 +3,8 @@
 import csv
 import json
 
-from mmcl.config import SyntheticConfig
 from mmcl.data.synthetic import HELD_OUT, _manifest, class_names, corpus_is_current, generate_scene, make_corpus
+from mmcl.recipe import SyntheticConfig
 
 
 def rows(root, split):

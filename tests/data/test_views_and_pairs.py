@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcl.config import AugmentConfig, DataConfig
 from mmcl.data import ImageTextCollate, PairedImageTextDataset
 from mmcl.data.pairs import ItemMaker, seeded
 from mmcl.data.sources import build_train_data
 from mmcl.data.transforms import MultiView, simclr_transform
 from mmcl.errors import ConfigError
+from mmcl.recipe import AugmentConfig, DataConfig
 
 from .corpora import _add, jpeg_bytes, rows
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmcl.config import resolve_path
 from mmcl.errors import ConfigError
 from mmcl.eval.adapters import HFClipAdapter, load_adapter
+from mmcl.recipe import resolve_path
 
 from ..conftest import MINILM
 

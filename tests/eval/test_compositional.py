@@ -60,8 +60,8 @@ def test_loader_accepts_user_json_and_names_missing_columns(tmp_path):
 
 
 def test_shapes_generator_refuses_crowded_scenes(tmp_path):
-    from mmcl.config import SyntheticConfig
     from mmcl.data.synthetic import make_corpus
+    from mmcl.recipe import SyntheticConfig
 
     cfg = SyntheticConfig(
         root=str(tmp_path / "c"), n_train=3, n_test=6, n_novel=1, image_size=16, single_fraction=0.0, max_objects=9

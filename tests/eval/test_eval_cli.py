@@ -88,8 +88,8 @@ def test_eval_errors_are_one_line(run, tiny_corpus, tmp_path, capsys):
 
 
 def test_recipe_evaluators_knn_linear_probe_compositional(run, tiny_corpus, tmp_path):
-    from mmcl.config import EvalConfig, EvalDatasetConfig
     from mmcl.eval import MmclAdapter, evaluate, evaluate_knn, open_dataset
+    from mmcl.recipe import EvalConfig, EvalDatasetConfig
 
     comp = tmp_path / "comp.jsonl"
     assert main(["data", "make-compositional", str(tiny_corpus / "test.csv"), str(comp)]) == 0
@@ -118,7 +118,7 @@ def test_recipe_evaluators_knn_linear_probe_compositional(run, tiny_corpus, tmp_
 
 
 def test_recipe_validation_of_probe_tasks(tiny_corpus, tmp_path):
-    from mmcl.config import ConfigError, recipe_from_dict
+    from mmcl.config import ConfigError, recipe_from_dict  # the compatibility module checks in full
 
     d = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
     d["eval"]["datasets"][0]["tasks"] = ["knn"]

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mmcl.cli import main
-from mmcl.config import SyntheticConfig
 from mmcl.data.synthetic import make_corpus
 from mmcl.eval.datasets import open_dataset
 from mmcl.eval.export import write_clip_benchmark_wds
+from mmcl.recipe import SyntheticConfig
 
 TINY_OPEN_CLIP = {
     "embed_dim": 32,

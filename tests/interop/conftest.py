@@ -16,8 +16,8 @@ from ..conftest import MINILM, TINY_BERT
 def tiny_model(vision: str = "test_vit", seed: int = 0, **model):
     """A DualEncoder on CPU, eval mode; ``model`` updates the model section (``vision_kwargs`` for
     ``model.vision`` fields)."""
-    from mmcl.config import ModelConfig, TextConfig, VisionConfig
     from mmcl.models import create_model
+    from mmcl.recipe import ModelConfig, TextConfig, VisionConfig
 
     vision_fields = model.pop("vision_fields", {})
     text_fields = model.pop("text_fields", {})

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import mmcl
-from mmcl.config import ConfigError, recipe_from_dict
+from mmcl.errors import ConfigError
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import tiny_recipe_dict
 

@@ -20,8 +20,8 @@ ATOL = 1e-5
 
 
 def _mmcl_embeddings(model, images, texts, preprocess=None, tokenize=None):
-    from mmcl.config import AugmentConfig
     from mmcl.data import Tokenize, image_transforms, load_tokenizer
+    from mmcl.recipe import AugmentConfig
 
     preprocess = preprocess or image_transforms(model.vision.data_config(), AugmentConfig(enabled=False))[1]
     tokenize = tokenize or Tokenize(load_tokenizer(model.cfg.text), model.cfg.text.max_length)
@@ -164,8 +164,8 @@ def test_a_moved_export_still_imports(vit_model, tmp_path):
 def test_import_an_open_clip_model_and_fine_tune_it(tmp_path, images):
     """A model open_clip built and saved itself (its default timm_pool 'avg' on a ViT, a training
     checkpoint with DDP prefixes) imports with the same embeddings, trains with an mmcl loss, and saves."""
-    from mmcl.config import resolve_path
     from mmcl.losses import create_loss
+    from mmcl.recipe import resolve_path
 
     text_dir = tmp_path / "bert"
     from transformers import BertConfig
@@ -231,8 +231,8 @@ def test_unsupported_mmcl_settings_are_named(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"model\.head 'mlp'.*supported: 'linear'"):
         export_open_clip(model, tmp_path / "a")
     assert not (tmp_path / "a").exists()  # nothing written
-    from mmcl.config import ModelConfig, TextConfig, VisionConfig
     from mmcl.models import create_model
+    from mmcl.recipe import ModelConfig, TextConfig, VisionConfig
 
     distil = create_model(
         ModelConfig(

@@ -19,8 +19,8 @@ from .conftest import TEXTS, PickleBomb, state_equal, tiny_model
 
 
 def _eval_transform(model):
-    from mmcl.config import AugmentConfig
     from mmcl.data import image_transforms
+    from mmcl.recipe import AugmentConfig
 
     return image_transforms(model.vision.data_config(), AugmentConfig(enabled=False))[1]
 
@@ -162,9 +162,9 @@ def test_hub_repo_ids_download_safe_files_only(vit_model, tmp_path, monkeypatch)
 @pytest.fixture(scope="module")
 def run_dir(tiny_corpus, tmp_path_factory):
     """A run folder as `mmcl train` writes it, with model and EMA weights that differ."""
-    from mmcl.config import recipe_from_dict
     from mmcl.data import load_tokenizer
     from mmcl.models import create_model, text_model_config
+    from mmcl.recipe import recipe_from_dict
     from mmcl.train.checkpoint import save_checkpoint
     from mmcl.train.run_dir import save_run_metadata
 

@@ -106,7 +106,7 @@ def test_bad_arguments_are_rejected():
 
 
 def test_trains_through_a_recipe_and_resumes_with_its_centroids(tiny_corpus, tmp_path):
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
 
     from ..conftest import tiny_recipe_dict
 
@@ -176,7 +176,7 @@ def test_periodic_mode_reclusters_the_bank_with_kmeans():
 
 
 def test_periodic_cluster_loss_trains_and_gets_sample_ids(tiny_corpus, tmp_path):
-    from mmcl.config import recipe_from_dict
+    from mmcl.recipe import recipe_from_dict
 
     from ..conftest import tiny_recipe_dict
 
@@ -406,8 +406,8 @@ def test_duplicate_captions_as_positives_match_a_multi_positive_target():
 def test_duplicate_masking_trains_through_a_recipe(tiny_corpus, tmp_path):
     import csv
 
-    from mmcl.config import recipe_from_dict
     from mmcl.errors import ConfigError
+    from mmcl.recipe import recipe_from_dict
 
     from ..conftest import tiny_recipe_dict
 

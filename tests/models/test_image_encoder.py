@@ -4,9 +4,9 @@ the MoCo momentum key encoder (no gradient, not optimised, EMA update)."""
 import pytest
 import torch
 
-from mmcl.config import ModelConfig, TrainConfig, VisionConfig
 from mmcl.models import ImageEncoder, create_model
 from mmcl.models.heads import projection_head
+from mmcl.recipe import ModelConfig, TrainConfig, VisionConfig
 from mmcl.train.optim import create_optimizer
 
 from ..conftest import TINY_VIT

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import mmcl
-from mmcl.config import ModelConfig, TextConfig, VisionConfig
 from mmcl.data import Tokenize, load_tokenizer
+from mmcl.recipe import ModelConfig, TextConfig, VisionConfig
 
 from ..conftest import MINILM, TINY_BERT
 
@@ -78,7 +78,7 @@ def test_vision_weights_from_local_file(tmp_path):
 
 
 def test_bad_tower_arguments_are_config_errors():
-    from mmcl.config import ConfigError
+    from mmcl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not accepted by timm model 'resnet10t'"):
         mmcl.create_model(

@@ -5,11 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmcl.config import recipe_from_dict
-from mmcl.data.sampler import ResumableBatchSampler
+from mmcl.data.samplers import ClusterBatchSampler, ResumableBatchSampler
 from mmcl.errors import ConfigError
 from mmcl.losses import create_loss
-from mmcl.negatives.sampler import ClusterBatchSampler
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import assert_same_weights, one_and_two_process_losses, straight_and_resumed, tiny_recipe_dict
 

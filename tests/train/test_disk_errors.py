@@ -19,8 +19,8 @@ import yaml
 from safetensors import SafetensorError
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.errors import OutputError
+from mmcl.recipe import recipe_from_dict
 from mmcl.train import checkpoint, latest_checkpoint
 from mmcl.train.checkpoint import load_state, load_weights, remove_stale_saves, save_checkpoint, write_error
 

@@ -7,11 +7,11 @@ import random
 import pytest
 import torch
 
-from mmcl.config import recipe_from_dict
+from mmcl.data.samplers import partner_groups
 from mmcl.errors import ConfigError
 from mmcl.negatives import CaptionEditBatchSampler
 from mmcl.negatives.duplicates import normalise_caption
-from mmcl.negatives.edit_pairs import partner_groups
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import assert_same_weights, one_and_two_process_losses, straight_and_resumed, tiny_recipe_dict
 

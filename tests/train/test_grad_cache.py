@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import mmcl
-from mmcl.config import ModelConfig, TextConfig, VisionConfig, recipe_from_dict
 from mmcl.data import Tokenize, load_tokenizer
+from mmcl.recipe import ModelConfig, TextConfig, VisionConfig, recipe_from_dict
 from mmcl.train.grad_cache import grad_cache_backward
 
 from ..conftest import MINILM, TINY_BERT, TINY_VIT, tiny_recipe_dict

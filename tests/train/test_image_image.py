@@ -13,9 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.errors import ConfigError
 from mmcl.eval.adapters import MmclAdapter
+from mmcl.recipe import recipe_from_dict
 from mmcl.train import latest_checkpoint
 
 from ..conftest import TINY_VIT, run_one_and_two_processes, ssl_recipe_dict
@@ -133,9 +133,9 @@ def test_densecl_resumes_exactly_and_probes_per_pixel_and_by_fine_tuning(ssl_cor
     # convolutional tower at twice the side reads a map twice as fine
     from dataclasses import replace
 
-    from mmcl.config import EvalDatasetConfig
     from mmcl.data import image_transforms
     from mmcl.eval.runner import segmentation_splits
+    from mmcl.recipe import EvalDatasetConfig
 
     ds = EvalDatasetConfig(**{**probe_cfg, "tasks": ["dense_probe"], "dense_probe_size": 64})
     with pytest.raises(ConfigError, match="dense_probe_size=64.*valid: null"):

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.errors import Interrupted
+from mmcl.recipe import recipe_from_dict
 from mmcl.train import latest_checkpoint
 
 from ..conftest import tiny_recipe_dict

@@ -5,8 +5,8 @@ import json
 import pytest
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.losses import LOSSES
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import tiny_recipe_dict
 

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 import mmcl
-from mmcl.config import recipe_from_dict
 from mmcl.data import PairedImageTextDataset
 from mmcl.data.collate import ImageTextCollate
 from mmcl.errors import ConfigError
 from mmcl.eval.compositional import shapes_compositional_items
+from mmcl.recipe import recipe_from_dict
 
 from ..conftest import tiny_recipe_dict
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import mmcl
-from mmcl.config import recipe_from_dict
+from mmcl.recipe import recipe_from_dict
 from mmcl.train import latest_checkpoint
 from mmcl.train.trainer import TrainingError
 

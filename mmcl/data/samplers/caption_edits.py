@@ -33,8 +33,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from ..data.sampler import ResumableBatchSampler
-from .duplicates import normalise_caption
+from ...errors import ConfigError
+from ..captions import normalise_caption
+from .base import ResumableBatchSampler
 
 EDITS = ("reorder", "replace")
 
@@ -74,6 +75,34 @@ class CaptionEditBatchSampler(ResumableBatchSampler):
         fraction: the share of the rows that look for a partner each epoch, in (0, 1].
         edits: which minimal edits make partners, any of ``reorder`` and ``replace``.
     """
+
+    @classmethod
+    def check(cls, data, kind: str) -> None:
+        bad = sorted(set(data.sampler_kwargs) - {"fraction", "edits"})
+        if bad:
+            raise ConfigError(
+                f"data.sampler_kwargs: unknown {bad} for data.sampler: caption_edits; valid keys: edits, fraction"
+            )
+        fraction = data.sampler_kwargs.get("fraction", 1.0)
+        if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1):
+            raise ConfigError(f"data.sampler_kwargs.fraction must be a number in (0, 1] (got {fraction!r})")
+        edits = data.sampler_kwargs.get("edits", list(EDITS))
+        if not (isinstance(edits, list) and edits and all(e in EDITS for e in edits)):
+            raise ConfigError(
+                f"data.sampler_kwargs.edits must be a non-empty list of {', '.join(EDITS)} (got {edits!r})"
+            )
+        if kind != "image_text":
+            raise ConfigError(f"data.sampler: caption_edits pairs captions; model.kind is {kind!r}")
+
+    @classmethod
+    def from_config(cls, data, dataset, rank: int, world_size: int, seed: int):
+        captions = getattr(dataset, "captions", None)
+        if captions is None:
+            raise ConfigError(
+                f"data.sampler: caption_edits pairs the captions of a CSV/JSONL file; {data.train} is another "
+                "source; valid choices for it: random, clusters"
+            )
+        return cls(captions, data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs)
 
     def __init__(
         self,

@@ -24,7 +24,12 @@ from pathlib import Path
 
 import torch
 
+from ..data import Tokenize, image_transforms
+from ..data.tokenize import load_tokenizer
 from ..errors import ConfigError
+from ..recipe import AugmentConfig, ModelConfig
+from ..recipe.load import build_section
+from ..weights import load_safetensors_into
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -99,8 +104,6 @@ def _resolve_tokenizer(model, tokenizer):
             "the model's config names no tokenizer (model.text.tokenizer / model.text.path); "
             "pass tokenizer= to save_pretrained"
         )
-    from ..data.tokenize import load_tokenizer
-
     return load_tokenizer(text)
 
 
@@ -279,9 +282,7 @@ def _pickles(path: Path) -> list[str]:
 
 
 def _load_pretrained_dir(path: Path):
-    from ..config import ModelConfig, _build
-    from ..models import create_model
-    from ..weights import load_safetensors_into
+    from .factory import create_model  # the model classes import this module (PretrainedMixin)
 
     config = _read_json(path / CONFIG_NAME)
     weights = path / WEIGHTS_NAME
@@ -300,7 +301,7 @@ def _load_pretrained_dir(path: Path):
         section["text"] = {**section.get("text", {}), "path": None, "config": dict(config["text_config"])}
         section["text"]["tokenizer"] = str(path)
     section["vision"] = {**section.get("vision", {}), "weights": None}
-    cfg = _build(ModelConfig, section, "model")
+    cfg = build_section(ModelConfig, section, "model")
     pre = path / PREPROCESSOR_NAME
     if pre.is_file():
         size = _read_json(pre).get("input_size")
@@ -313,7 +314,7 @@ def _load_pretrained_dir(path: Path):
 
 
 def _load_run(path: Path, checkpoint=None, ema: bool | None = None):
-    from ..train import load_run
+    from .run_folder import load_run  # builds models, like create_model
 
     # ema=None: the EMA when the checkpoint has one, which is what training evaluated
     model, _, _, _ = load_run(path, checkpoint, ema=ema)
@@ -363,7 +364,7 @@ def _load_model(path, checkpoint=None, ema=None, revision=None):
     if _is_pretrained_dir(p):
         return _load_pretrained_dir(p)
     if (p / "open_clip_config.json").is_file():
-        from .open_clip import import_open_clip
+        from .openclip.folder import import_open_clip  # builds models, like create_model
 
         return import_open_clip(p)
     found = ", ".join(sorted(x.name for x in p.iterdir())[:10]) or "nothing"
@@ -374,9 +375,6 @@ def _load_model(path, checkpoint=None, ema=None, revision=None):
 
 
 def _preprocess_for(model, path: Path | None) -> Callable:
-    from ..config import AugmentConfig
-    from ..data import image_transforms
-
     data = None
     if path is not None and (path / PREPROCESSOR_NAME).is_file() and _is_pretrained_dir(path):
         data = _read_json(path / PREPROCESSOR_NAME)
@@ -412,9 +410,6 @@ def load_pretrained(
             None for an image encoder.
         preprocess: PIL image -> normalised tensor (the eval transform).
     """
-    from ..data import Tokenize
-    from ..data.tokenize import load_tokenizer
-
     p = Path(path)
     if not p.exists() and _REPO_ID.match(str(path)):
         p = _hub_download(str(path), revision)
@@ -429,14 +424,14 @@ class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` on mmcl's models."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, tokenizer=None) -> Path:
-        """See :func:`mmcl.interop.save_pretrained`."""
+        """See :func:`mmcl.models.pretrained.save_pretrained`."""
         return save_pretrained(self, save_directory, tokenizer=tokenizer)
 
     def push_to_hub(self, repo_id: str, **kwargs):
-        """See :func:`mmcl.interop.push_to_hub`."""
+        """See :func:`mmcl.models.pretrained.push_to_hub`."""
         return push_to_hub(self, repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs):
-        """See :func:`mmcl.interop.from_pretrained`."""
+        """See :func:`mmcl.models.pretrained.from_pretrained`."""
         return from_pretrained(path, **kwargs)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data.sampler import ResumableBatchSampler
+from ...errors import ConfigError
+from .base import ResumableBatchSampler
 
 
 class ClusterBatchSampler(ResumableBatchSampler):
@@ -34,6 +35,21 @@ class ClusterBatchSampler(ResumableBatchSampler):
             change when a run resumes with another world size; set it to the global batch for one
             neighbourhood per batch.
     """
+
+    needs_loss_clusters = True
+
+    @classmethod
+    def check(cls, data, kind: str) -> None:
+        bad = sorted(set(data.sampler_kwargs) - {"clusters_per_block", "block"})
+        if bad:
+            raise ConfigError(f"data.sampler_kwargs: unknown {bad}; valid keys: block, clusters_per_block")
+        for key, value in data.sampler_kwargs.items():
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(f"data.sampler_kwargs.{key} must be an integer >= 1")
+
+    @classmethod
+    def from_config(cls, data, dataset, rank: int, world_size: int, seed: int):
+        return cls(len(dataset), data.batch_size, rank, world_size, seed=seed, **data.sampler_kwargs)
 
     def __init__(
         self,

@@ -1,13 +1,11 @@
-"""``mmcl export pretrained|open_clip SRC OUT``: write a model in another format.
-
-Hooked into ``mmcl.cli`` with ``add_parser(sub)`` (in ``_parser``) and ``run(args)`` (for
-``args.command == "export"``).
-"""
+"""``mmcl export pretrained|open_clip SRC OUT``: write a model in another format."""
 
 from __future__ import annotations
 
 import argparse
 import textwrap
+
+from ..errors import ConfigError
 
 EPILOG = textwrap.dedent("""\
     sources (SRC):
@@ -75,8 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..errors import ConfigError
-    from .pretrained import from_pretrained
+    from ..models.pretrained import from_pretrained
 
     if getattr(args, "export_format", None) is None:
         raise ConfigError("mmcl export needs a format: pretrained or open_clip (see mmcl export --help)")
@@ -88,7 +85,7 @@ def run(args) -> int:
         out = model.save_pretrained(args.out)
         print(f"wrote {out}: mmcl.from_pretrained({str(out)!r}) loads it")
         return 0
-    from .open_clip import export_open_clip
+    from ..interop.open_clip import export_open_clip
 
     result = export_open_clip(
         model,

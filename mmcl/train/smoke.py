@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import Recipe, SyntheticConfig, _read_yaml, apply_overrides, recipe_from_dict
+from ..recipe import Recipe, SyntheticConfig, read_recipe_data, recipe_from_dict
 
 SMOKE_TRAIN = {
     "steps": 2,
@@ -42,9 +42,9 @@ SMOKE_TRAIN = {
 
 def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
     """The recipe at ``path`` (with ``overrides``), switched to its smoke-test size."""
-    from .data.synthetic import ensure_corpus
+    from ..data.synthetic import ensure_corpus
 
-    data = apply_overrides(_read_yaml(Path(path)), overrides or [])
+    data = read_recipe_data(path, overrides)
     name = data.get("name", Path(path).stem)
     train = dict(data.get("train") or {})
     out = Path((train.get("output_dir") or "runs/smoke/{name}").replace("{name}", name))
@@ -68,7 +68,7 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
         if old_data.get("image2_key"):
             data["data"]["image2_key"] = "sketch"
     if old_data.get("negatives_key"):  # NegCLIP-style recipes: the corpus's own hard-negative captions
-        from .eval.compositional import shapes_compositional_items
+        from ..eval.compositional import shapes_compositional_items
 
         merged = out / "data" / "train-negatives.jsonl"
         shapes_compositional_items(corpus / "train.csv", merged, merge=True)

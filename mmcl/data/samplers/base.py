@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Sampler
 
+from ...errors import ConfigError
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """Yields this rank's index batches for one epoch of a seeded permutation.
@@ -17,6 +19,29 @@ class ResumableBatchSampler(Sampler[list[int]]):
     of processes (or batch size) continues at the same sample. The incomplete last global batch is
     dropped (contrastive losses need equal batches on every rank).
     """
+
+    # the loss must expose its per-sample clusters (sample_table / set_clusters), see losses.checks
+    needs_loss_clusters = False
+
+    @classmethod
+    def check(cls, data, kind: str) -> None:
+        """Raise ConfigError for ``data.sampler_kwargs`` this sampler does not take."""
+        if data.sampler_kwargs:
+            raise ConfigError(
+                f"data.sampler_kwargs: {data.sampler!r} takes none (got {sorted(data.sampler_kwargs)}); "
+                "samplers with options: clusters, caption_edits"
+            )
+
+    @classmethod
+    def from_config(cls, data, dataset, rank: int, world_size: int, seed: int):
+        return cls(len(dataset), data.batch_size, rank, world_size, seed=seed)
+
+    def state_dict(self) -> dict | None:
+        """What a checkpoint keeps of the sampler beyond the data position (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`state_dict`."""
 
     def __init__(
         self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True
