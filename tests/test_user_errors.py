@@ -288,7 +288,7 @@ def test_vision_weights_in_another_naming_fail_in_one_line(capsys, tiny_corpus, 
     one_line_error(
         capsys, ["train", str(tmp_path / "r.yaml")], "model.vision.weights", "missing", "unexpected", "strict: false"
     )
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not list((tmp_path / "run").glob("checkpoints/step-*"))  # nothing trained, nothing saved
 
 
 def test_matching_vision_weights_load_and_the_summary_says_so(capsys, tiny_corpus, tmp_path):
