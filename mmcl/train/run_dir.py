@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import yaml
 
+from ..errors import ConfigError
 from ..recipe import Recipe, recipe_to_dict
 from .checkpoint import output_errors
 
@@ -23,3 +26,41 @@ def save_run_metadata(run_dir: Path, recipe: Recipe, text_config, tokenizer) -> 
         if text_config is not None:  # image-image models have no text tower
             text_config.to_json_file(run_dir / "text_config.json")
             tokenizer.save_pretrained(run_dir / "tokenizer")
+
+
+# what mmcl writes in a run folder besides recipe.yaml, text_config.json and tokenizer/
+RUN_OUTPUTS = ("checkpoints", "eval", "metrics.jsonl", "samples.jsonl", "summary.json", "results.json", "results.md")
+
+
+def holds_run(run_dir: Path) -> bool:
+    """A run trained here already: a checkpoint, or logged metrics."""
+    metrics = run_dir / "metrics.jsonl"
+    return any((run_dir / "checkpoints").glob("step-*")) or (metrics.is_file() and metrics.stat().st_size > 0)
+
+
+def claim_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """Refuse to train a new run on top of an old one, whose metrics and checkpoints would mix with
+    it; with ``overwrite``, clear the old run's outputs first (process 0 only).
+
+    Raises:
+        ConfigError: the folder holds a run, and neither ``train.resume`` nor ``train.overwrite`` is set.
+    """
+    if resume is not None or not holds_run(run_dir):
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run (checkpoints or metrics.jsonl): continue it with train.resume=latest, "
+            "start over with train.overwrite=true, or write elsewhere (name=... or train.output_dir=...)"
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # process 0 clears it
+    with output_errors(run_dir, "the previous run's outputs"):
+        for name in RUN_OUTPUTS:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        for events in run_dir.glob("*/events.out.tfevents.*"):  # TensorBoard's, in RUN_DIR/<name>/
+            events.unlink()
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ SMOKE_TRAIN = {
     "stop_at_step": None,
     "trackers": ["jsonl"],
     "progress": False,
+    "overwrite": True,  # a smoke run is thrown away: the next one replaces it
 }
 
 

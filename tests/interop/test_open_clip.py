@@ -10,7 +10,7 @@ import torch
 
 from mmcl.errors import ConfigError
 from mmcl.interop import export_open_clip, from_pretrained, import_open_clip, load_pretrained
-from mmcl.interop.open_clip import OPEN_CLIP_MEAN, OPEN_CLIP_STD
+from mmcl.models.openclip.config import OPEN_CLIP_MEAN, OPEN_CLIP_STD
 
 from ..conftest import MINILM, TINY_BERT
 from .conftest import TEXTS, PickleBomb, state_equal, tiny_model
@@ -249,10 +249,10 @@ def test_unsupported_mmcl_settings_are_named(tmp_path, monkeypatch):
 
 
 def test_an_unfaithful_export_is_caught_and_removed(vit_model, tmp_path, monkeypatch):
-    from mmcl.interop import open_clip as interop
+    from mmcl.models.openclip import config as openclip_config
 
     # map mmcl's mean pooling onto open_clip's first-token pooling: the check must notice
-    monkeypatch.setitem(interop.POOLERS, "mean", "cls_last_hidden_state_pooler")
+    monkeypatch.setitem(openclip_config.POOLERS, "mean", "cls_last_hidden_state_pooler")
     with pytest.raises(ConfigError, match="embeddings of the exported model differ"):
         export_open_clip(vit_model, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -1,0 +1,103 @@
+"""Building what a run trains from its recipe: the Accelerator, the model with its tokenizer and
+transforms, the data, and the optimizer, schedule and EMA around the model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from ..data import Tokenize, image_transforms, load_tokenizer
+from ..data.sources import build_train_data
+from ..data.transforms import MultiView
+from ..errors import ConfigError
+from ..models import create_model, text_model_config
+from ..recipe import Recipe
+from .optim import create_optimizer, create_scheduler
+from .signals import WorkerSignals
+from .tracking import JSONLTracker
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    t = recipe.train
+    if t.precision == "fp16" and (t.cpu or not torch.cuda.is_available()):
+        raise ConfigError(
+            "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
+        )
+    trackers = [JSONLTracker(recipe.run_dir) if name == "jsonl" else name for name in t.trackers]
+    # Accelerate keeps one global state per process; a second Trainer in the same process (a
+    # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(
+        mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[t.precision],
+        # Accelerate only sets up multi-process CPU training (gloo) when told it runs on CPU.
+        cpu=t.cpu or not torch.cuda.is_available(),
+        log_with=trackers or None,
+        project_dir=str(recipe.run_dir),
+    )
+
+
+def build_model(recipe: Recipe) -> SimpleNamespace:
+    """``(model, text_config, tokenizer, tokenize)``; the last three None for an image-image model."""
+    m = recipe.model
+    if m.kind == "image_image":  # vision towers only: no tokenizer, no captions
+        return SimpleNamespace(model=create_model(m), text_config=None, tokenizer=None, tokenize=None)
+    text_config = text_model_config(m.text)
+    tokenizer = load_tokenizer(m.text)
+    model = create_model(m, text_config=None if m.text.path else text_config)
+    return SimpleNamespace(
+        model=model, text_config=text_config, tokenizer=tokenizer, tokenize=Tokenize(tokenizer, m.text.max_length)
+    )
+
+
+def build_data(recipe: Recipe, model, tokenize, acc: Accelerator):
+    """``(training data, eval transform)`` for this process."""
+    data, image_image = recipe.data, recipe.model.kind == "image_image"
+    # densecl's match: geometry pairs cells by where each view was cropped: views that say so
+    located = image_image and recipe.loss.kwargs.get("match") == "geometry"
+    train_tf, eval_tf = image_transforms(model.vision.data_config(), data.augment, located)
+    if image_image and data.image2_key is None:
+        train_tf = MultiView(train_tf, train_tf)  # two augmented views of each image
+    built = build_train_data(
+        data,
+        train_tf,
+        tokenize,
+        acc.process_index,
+        acc.num_processes,
+        seed=recipe.train.seed,
+        need_caption=not image_image,
+    )
+    loader = built.loader
+    if isinstance(loader, torch.utils.data.DataLoader) and loader.num_workers > 0:
+        loader.worker_init_fn = WorkerSignals(loader.worker_init_fn)
+    return built, eval_tf
+
+
+def prepare_model(recipe: Recipe, model, acc: Accelerator):
+    """``(prepared model, optimizer, scheduler, EMA or None)``: memory format, SyncBatchNorm,
+    AdamW and its schedule, torch.compile, Accelerate's wrapping."""
+    t = recipe.train
+    if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
+        model.to(memory_format=torch.channels_last)
+    if t.sync_bn and acc.num_processes > 1:
+        if acc.device.type == "cpu":
+            raise ConfigError(
+                "train.sync_bn: torch's SyncBatchNorm runs on GPUs only; on CPU processes use false "
+                "(or a tower and head without BatchNorm, e.g. model.head: mlp)"
+            )
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = create_optimizer(model, t, acc.device)
+    scheduler = create_scheduler(optimizer, t)
+    if t.compile:
+        model.compile()  # in place: parameter names and checkpoints are unchanged
+    # The scheduler is stepped by hand once per optimizer step (Accelerate's wrapper would step it
+    # once per process).
+    model, optimizer = acc.prepare(model, optimizer)
+    ema = None
+    if t.ema_decay is not None:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(acc.unwrap_model(model), decay=t.ema_decay)
+    return model, optimizer, scheduler, ema
