@@ -131,3 +131,18 @@ def test_make_synthetic_many_objects(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--max-objects", "10"])
     assert "argument --max-objects: invalid choice: 10 (choose from 2, 3, 4, 5, 6, 7, 8, 9)" in capsys.readouterr().err
+
+
+def test_a_log_file_gets_lines_not_progress_bars(tiny_corpus, tmp_path):
+    """Output that is not a terminal (a log file, a pipe) gets one line per log step instead of
+    progress-bar redraws, and the throughput line is a line of its own."""
+    recipe = tmp_path / "tiny.yaml"
+    data = tiny_recipe_dict(tiny_corpus, tmp_path / "run", steps=3, progress=True, log_every=1)
+    data["eval"]["datasets"] = []
+    recipe.write_text(yaml.safe_dump(data))
+    res = run_cli("train", str(recipe))
+    assert res.returncode == 0, res.stderr
+    assert "\r" not in res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == ["1/3", "2/3", "3/3"]
+    assert any(ln.startswith("  throughput: ") for ln in lines)

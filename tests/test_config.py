@@ -124,3 +124,19 @@ def test_loss_must_fit_image_text_training(tiny_corpus, tmp_path):
         load_recipe(write(tmp_path, data))
     data["model"]["logit_bias_init"] = -10.0
     assert load_recipe(write(tmp_path, data)).loss.name == "siglip"
+
+
+def test_environment_variables_in_recipes(tiny_corpus, tmp_path, monkeypatch):
+    """``${VAR}`` and ``${VAR:-default}`` name data outside the repository; an unset one is one clear error."""
+    data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
+    data["data"]["train"] = "${MMCL_TEST_DATA}/train.csv"
+    data["train"]["output_dir"] = "${MMCL_TEST_RUNS:-" + str(tmp_path / "runs") + "}/{name}"
+    path = write(tmp_path, data)
+    monkeypatch.setenv("MMCL_TEST_DATA", str(tiny_corpus))
+    r = load_recipe(path)
+    assert r.data.train == str(tiny_corpus / "train.csv") and r.run_dir == tmp_path / "runs" / "tiny"
+    monkeypatch.delenv("MMCL_TEST_DATA")
+    with pytest.raises(ConfigError, match=r"data.train: environment variable MMCL_TEST_DATA is not set"):
+        load_recipe(path)
+    monkeypatch.setenv("MMCL_TEST_DATA", str(tiny_corpus))
+    assert load_recipe(path, ["name=$notavar"]).name == "$notavar"  # a lone $ is left alone

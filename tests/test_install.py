@@ -15,8 +15,23 @@ def test_torchvision_timm_open_clip_import_together():
     assert "ViT-B-32" in open_clip.list_models()
 
 
-def test_mmcl_imports_without_side_effects():
-    import mmcl
+def test_mmcl_imports_without_side_effects(tmp_path):
+    """``import mmcl`` (and the CLI module) loads no heavy library, writes no file, changes no
+    global state; the public names load on first use."""
+    import subprocess
+    import sys
 
-    assert "infonce" in mmcl.list_losses()
-    assert callable(mmcl.create_model) and callable(mmcl.load_recipe)
+    script = (
+        "import os, sys, warnings\n"
+        "before = set(os.listdir('.'))\n"
+        "import mmcl, mmcl.cli\n"
+        "heavy = [m for m in ('torch', 'timm', 'transformers', 'accelerate', 'datasets') if m in sys.modules]\n"
+        "assert heavy == [], heavy\n"
+        "assert set(os.listdir('.')) == before, 'files written'\n"
+        "assert 'infonce' in mmcl.list_losses() and callable(mmcl.create_model) and callable(mmcl.load_recipe)\n"
+        "assert set(mmcl.list_backends()) >= {'timm', 'timm_hf'}\n"
+        "print('OK')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -209,7 +209,8 @@ def test_report_notes_a_refused_checkpoint_and_writes_the_rest(capsys, run_copy,
 
 def test_pickle_named_safetensors_in_init_from_is_refused(capsys, run_copy, recipe_file):
     write_pickle(checkpoint_of(run_copy) / "model.safetensors")
-    one_line_error(capsys, ["train", recipe_file(), f"model.init_from={run_copy}"], "model.safetensors", "refused")
+    argv = ["train", recipe_file(), f"model.init_from={run_copy}", f"train.output_dir={run_copy.parent / 'new'}"]
+    one_line_error(capsys, argv, "model.safetensors", "refused")
 
 
 def test_pickle_named_safetensors_via_the_api(run_copy):

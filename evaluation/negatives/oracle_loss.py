@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mmcl.losses import register_loss
+from mmcl.losses import ContrastiveLoss, register_loss
 
 TRAIN_CSV = Path(__file__).resolve().parents[2] / "data" / "shapes-fn" / "train.csv"
 
@@ -29,17 +28,20 @@ def corpus_truth(path: Path = TRAIN_CSV) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 @register_loss("fn_oracle")
-class OracleMaskedInfoNCE(nn.Module):
+class OracleMaskedInfoNCE(ContrastiveLoss):
     """InfoNCE whose in-batch false negatives (known from the corpus) are out of both softmaxes:
     caption j is true of image i iff (j is short) ? same short description : same full description."""
 
     pairing = "cross_modal"
+    batch_inputs = ("index",)  # the sample ids: which rows' captions are true of which images
+
+    def set_batch(self, inputs: dict) -> None:
+        self.batch_ids = inputs.get("index")
 
     def __init__(self):
         super().__init__()
         self.full, self.short, self.is_short = corpus_truth()
-        self.batch_ids: torch.Tensor | None = None  # the trainer sets each batch's row ids
-        self.last_stats: dict[str, float] = {}
+        self.batch_ids: torch.Tensor | None = None  # each batch's row ids (set_batch)
 
     def forward(self, image_features, text_features, logit_scale, logit_bias=None):
         if self.batch_ids is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from ..recipe import read_recipe
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     t = sub.add_parser(
@@ -43,15 +45,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..train.recipes import load_recipe
+    # Types and values first: a mistake there is reported before torch, timm or transformers load.
+    recipe = read_recipe(args.recipe, args.overrides) if not args.smoke else None
+    from ..train.recipes import check_recipe  # the layers' checks import the libraries they check against
 
-    # the recipe is read and checked before the trainer (torch, timm, transformers) is imported
     if args.smoke:
         from ..train.smoke import smoke_recipe
 
         recipe = smoke_recipe(args.recipe, args.overrides)
     else:
-        recipe = load_recipe(args.recipe, args.overrides)
+        check_recipe(recipe)
     from ..train import Trainer
 
     Trainer(recipe).fit()

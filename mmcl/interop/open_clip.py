@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import Tokenize
 from ..errors import ConfigError
 from ..models.openclip.config import (
     LOCAL_DIR,
@@ -38,6 +39,7 @@ from ..models.openclip.config import (
 )
 from ..models.openclip.folder import import_open_clip, read_open_clip_config
 from ..models.openclip.weights import _unshared, load_state_file, to_open_clip_state_dict
+from ..models.pretrained import _resolve_tokenizer, from_pretrained
 
 __all__ = [
     "export_open_clip",
@@ -84,8 +86,6 @@ def export_open_clip(
         {"dir", "name", "model_config", "weights", "preprocess_cfg", "max_abs_diff"} (the last
         one with ``verify``).
     """
-    from .pretrained import _resolve_tokenizer, from_pretrained
-
     if not isinstance(model, nn.Module):
         model = from_pretrained(model, checkpoint=checkpoint, ema=ema)
     if weights_format not in WEIGHTS_FILES:
@@ -168,8 +168,6 @@ def verify_open_clip(model, folder: str | os.PathLike, tokenizer, atol: float = 
     """Build ``local-dir:folder`` with open_clip and compare its image and text embeddings with
     ``model``'s on a fixed random batch; returns the largest absolute difference."""
     import open_clip
-
-    from ..data import Tokenize
 
     folder = Path(folder)
     try:

@@ -1,7 +1,8 @@
-"""Contrastive losses, registered by name. Importing this package registers all of them."""
+"""Contrastive losses, registered by name (each a :class:`ContrastiveLoss` that declares what it
+needs). Importing this package registers all of them."""
 
 from ..models.momentum import momentum_update  # re-exported: it lived here before
-from .base import LOSSES, create_loss, list_losses, register_loss
+from .base import LOSSES, ContrastiveLoss, create_loss, list_losses, register_loss
 from .cluster_infonce import ClusterGuidedInfoNCE
 from .dcl import DCLLoss, DCLWLoss
 from .densecl import DenseCLLoss
@@ -16,6 +17,7 @@ from .triplet import TripletLoss
 __all__ = [
     "LOSSES",
     "ClusterGuidedInfoNCE",
+    "ContrastiveLoss",
     "DCLLoss",
     "DCLWLoss",
     "DenseCLLoss",

@@ -107,8 +107,8 @@ def encode_eval_sets(
     from ..eval.adapters import MmclAdapter
     from ..eval.encode import encode_dataset
     from ..eval.metrics import retrieval_metrics
+    from ..models.run_folder import load_run_recipe
     from ..train.checkpoint import latest_checkpoint
-    from ..train.run_dir import load_run_recipe
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():

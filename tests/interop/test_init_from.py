@@ -27,6 +27,7 @@ def test_a_recipe_starts_from_saved_weights_and_refuses_another_architecture(tin
     trainer.fit()  # and it trains from there
 
     d["model"]["embed_dim"] = 8
+    d["train"]["overwrite"] = True  # the folder holds the run above; these attempts fail before training
     with pytest.raises(ConfigError, match="not the model this recipe describes"):
         mmcl.Trainer(recipe_from_dict(d))
     d["model"]["init_from"] = str(tmp_path / "nowhere")

@@ -289,7 +289,7 @@ def test_import_refuses_pickled_code(vit_model, tmp_path):
 def test_cli_export_commands(vit_model, tmp_path, capsys):
     import argparse
 
-    from mmcl.interop.cli import add_parser
+    from mmcl.cli.export import add_parser
 
     parser = argparse.ArgumentParser(prog="mmcl")
     add_parser(parser.add_subparsers(dest="command"))

@@ -84,3 +84,14 @@ def test_bad_tower_arguments_are_config_errors():
         mmcl.create_model(
             ModelConfig(vision=VisionConfig(name="resnet10t", kwargs={"img_size": 32}), text=TEXT["bert-inline"])
         )
+
+
+def test_vit_image_size_without_img_size_builds_for_that_size():
+    """model.vision.image_size: 32 on a ViT built for 224 px: the tower is built for 32 px, not
+    refused mid-run ("Input height (32) doesn't match model (224)")."""
+    cfg = VisionConfig(name="vit_tiny_patch16_224", image_size=32, kwargs={"patch_size": 8, "depth": 1})
+    tower = mmcl.models.TimmVisionTower(cfg)
+    assert tower.data_config()["input_size"] == (3, 32, 32)
+    assert tower(torch.randn(2, 3, 32, 32)).shape == (2, tower.num_features)
+    with pytest.raises(mmcl.ConfigError, match="image_size is 32 but model.vision.kwargs.img_size is 64"):
+        mmcl.models.TimmVisionTower(VisionConfig(name="vit_tiny_patch16_224", image_size=32, kwargs={"img_size": 64}))

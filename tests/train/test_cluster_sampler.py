@@ -9,6 +9,7 @@ from mmcl.data.samplers import ClusterBatchSampler, ResumableBatchSampler
 from mmcl.errors import ConfigError
 from mmcl.losses import create_loss
 from mmcl.recipe import recipe_from_dict
+from mmcl.train.recipes import check_recipe
 
 from ..conftest import assert_same_weights, one_and_two_process_losses, straight_and_resumed, tiny_recipe_dict
 
@@ -140,11 +141,11 @@ def test_config_errors_name_the_choices(tiny_corpus, tmp_path):
     data = sampler_recipe(tiny_corpus, tmp_path / "r")
     data["loss"] = {"name": "infonce"}
     with pytest.raises(ConfigError, match="data.sampler: clusters .* cluster_infonce .* valid choices with this loss"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data = sampler_recipe(tiny_corpus, tmp_path / "r")
     data["data"]["sampler_kwargs"] = {"blocks": 3}
     with pytest.raises(ConfigError, match="unknown \\['blocks'\\]; valid keys: block, clusters_per_block"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
 
 
 def test_stop_and_resume_with_the_cluster_sampler_equals_a_straight_run(tiny_corpus, tmp_path):

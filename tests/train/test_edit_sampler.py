@@ -12,6 +12,7 @@ from mmcl.errors import ConfigError
 from mmcl.negatives import CaptionEditBatchSampler
 from mmcl.negatives.duplicates import normalise_caption
 from mmcl.recipe import recipe_from_dict
+from mmcl.train.recipes import check_recipe
 
 from ..conftest import assert_same_weights, one_and_two_process_losses, straight_and_resumed, tiny_recipe_dict
 
@@ -132,13 +133,13 @@ def test_config_errors_name_the_choices(tiny_corpus, tmp_path):
     data = edit_recipe(tiny_corpus, tmp_path / "r")
     data["data"]["sampler_kwargs"] = {"share": 0.5}
     with pytest.raises(ConfigError, match="unknown \\['share'\\] .* valid keys: edits, fraction"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data["data"]["sampler_kwargs"] = {"edits": ["swap"]}
     with pytest.raises(ConfigError, match="edits must be a non-empty list of reorder, replace"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data["data"]["sampler_kwargs"] = {"fraction": 1.5}
     with pytest.raises(ConfigError, match="fraction must be a number in \\(0, 1\\]"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
 
 
 def test_stop_and_resume_with_the_edit_sampler_equals_a_straight_run(tiny_corpus, tmp_path):

@@ -16,6 +16,7 @@ import mmcl
 from mmcl.errors import ConfigError
 from mmcl.eval.adapters import MmclAdapter
 from mmcl.recipe import recipe_from_dict
+from mmcl.train.recipes import check_recipe
 from mmcl.train import latest_checkpoint
 
 from ..conftest import TINY_VIT, run_one_and_two_processes, ssl_recipe_dict
@@ -221,7 +222,7 @@ def test_paired_modalities_with_two_towers_train_and_retrieve(ssl_corpus, tmp_pa
     "change, message",
     [
         (lambda d: d["loss"].update(name="moco"), "moco .* together with model.momentum"),
-        (lambda d: d["model"].update(momentum=0.99), "only loss.name: moco or densecl uses"),
+        (lambda d: d["model"].update(momentum=0.99), "only loss.name: densecl, moco uses"),
         (lambda d: d["eval"]["datasets"][0].update(tasks=["zeroshot"]), "need a text tower.*knn, linear_probe"),
         (lambda d: d["eval"]["datasets"][0].update(tasks=["image_retrieval"]), "needs image2_key"),
         (lambda d: d["data"].update(augment={"enabled": False}), "two augmented views.*data.image2_key"),
@@ -245,7 +246,7 @@ def test_config_errors_name_the_fix(ssl_corpus, tmp_path, change, message):
     data = ssl_recipe_dict(ssl_corpus, tmp_path / "run")
     change(data)
     with pytest.raises(ConfigError, match=message):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
 
 
 @pytest.mark.parametrize("loss", ["ntxent", "moco", "densecl", "densecl-geometry"])

@@ -14,6 +14,7 @@ from mmcl.data.collate import ImageTextCollate
 from mmcl.errors import ConfigError
 from mmcl.eval.compositional import shapes_compositional_items
 from mmcl.recipe import recipe_from_dict
+from mmcl.train.recipes import check_recipe
 
 from ..conftest import tiny_recipe_dict
 
@@ -262,22 +263,22 @@ def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
     path, _ = negatives_corpus
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     data["loss"] = {"name": "siglip"}
-    with pytest.raises(ConfigError, match="negatives_key: hard-negative captions are scored by loss.name: infonce"):
-        recipe_from_dict(data)
+    with pytest.raises(ConfigError, match="negatives_key: hard-negative captions are scored by loss.name: cluster_infonce, infonce"):
+        check_recipe(recipe_from_dict(data))
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     for bad in (0.0, 1.5):
         data["data"]["negatives_fraction"] = bad
         with pytest.raises(ConfigError, match=r"negatives_fraction must be in \(0, 1\]"):
-            recipe_from_dict(data)
+            check_recipe(recipe_from_dict(data))
     data["data"].update(negatives_fraction=0.5, negatives_key=None)
     with pytest.raises(ConfigError, match="negatives_fraction needs data.negatives_key"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data["data"].update(negatives_fraction=1.0, negatives_grad=False)
     with pytest.raises(ConfigError, match="negatives_grad: false needs data.negatives_key"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r", accumulation_steps=2)
     with pytest.raises(ConfigError, match="accumulation_steps > 1 yet; valid value: 1"):
-        recipe_from_dict(data)
+        check_recipe(recipe_from_dict(data))
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     data["data"]["train"] = str(tiny_corpus)  # a folder: not a CSV/JSONL source
     data["data"]["source"] = "folder"

@@ -110,6 +110,7 @@ def test_loss_state_travels_in_checkpoints(tiny_corpus, tmp_path):
     trainer.loss_fn = MoCoLoss(queue_size=8)
     trainer.loss_fn.enqueue(torch.randn(5, 4))
     path = trainer.save()
+    data["train"]["resume"] = "latest"  # the folder now holds a checkpoint: this trainer continues it
     again = mmcl.Trainer(recipe_from_dict(data))
     again.loss_fn = MoCoLoss(queue_size=8)
     again.resume(path)

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from ...errors import ConfigError
+from ...recipe import ModelConfig, TextConfig, VisionConfig
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 
@@ -183,27 +184,8 @@ def _image_size(value) -> int | None:
     return int(value)
 
 
-def mmcl_model_config(
-    model_cfg: dict,
-    preprocess_cfg: dict | None = None,
-    text_dir: str | os.PathLike | None = None,
-    tokenizer_dir: str | os.PathLike | None = None,
-    vision_dir: str | os.PathLike | None = None,
-):
-    """``(ModelConfig, transformers text config)`` for an open_clip model config.
-
-    ``text_dir`` is a local folder with the text tower's HF ``config.json`` (default:
-    ``text_cfg.hf_model_name``, a local folder or a model in the local HF cache); ``tokenizer_dir``
-    the tokenizer (default: ``text_cfg.hf_tokenizer_name``, then ``text_dir``); ``vision_dir`` the
-    timm config folder of a ``local-dir:`` timm model (default: the folder it names).
-
-    Raises:
-        ConfigError: a setting mmcl cannot express (every one is listed, with the supported values).
-    """
-    from transformers import AutoConfig
-
-    from ...recipe import ModelConfig, TextConfig, VisionConfig
-
+def _import_problems(model_cfg: dict) -> list[str]:
+    """Every setting of an open_clip model config that mmcl's dual encoder cannot express."""
     problems: list[str] = []
     v = dict(model_cfg.get("vision_cfg") or {})
     t = dict(model_cfg.get("text_cfg") or {})
@@ -227,26 +209,26 @@ def mmcl_model_config(
     pool = v.get("timm_pool", "avg")
     if pool in ("abs_attn", "rot_attn"):
         problems.append(f"vision_cfg.timm_pool {pool!r} (attention pooling); supported: '' or a timm global pool")
-    size = _image_size(v.get("image_size", 224))
-    if size == -1:
+    if _image_size(v.get("image_size", 224)) == -1:
         problems.append(f"vision_cfg.image_size {v.get('image_size')} (not square); supported: square sizes")
     hf_proj = t.get("hf_proj_type", "mlp")
     if t.get("hf_model_name") and hf_proj != "linear":
         problems.append(f"text_cfg.hf_proj_type {hf_proj!r}; supported: 'linear'")
     pooler = t.get("hf_pooler_type", "mean_pooler")
-    mmcl_pooler = {oc: m for m, oc in POOLERS.items()}.get(pooler)
-    if t.get("hf_model_name") and mmcl_pooler is None:
+    if t.get("hf_model_name") and pooler not in POOLERS.values():
         problems.append(
             f"text_cfg.hf_pooler_type {pooler!r}; supported: {', '.join(POOLERS.values())} "
             "(cls_pooler uses the HF model's own tanh pooler)"
         )
-    if problems:
-        raise ConfigError("mmcl cannot express this open_clip model:\n  - " + "\n  - ".join(problems))
+    return problems
+
+
+def _vision_config(v: dict, preprocess_cfg: dict | None, vision_dir):
+    """mmcl's vision section for open_clip's ``vision_cfg`` and ``preprocess_cfg``."""
     if v.get("timm_drop"):
         warnings.warn(
-            f"vision_cfg.timm_drop {v['timm_drop']} (head dropout) has no mmcl counterpart; left out", stacklevel=3
+            f"vision_cfg.timm_drop {v['timm_drop']} (head dropout) has no mmcl counterpart; left out", stacklevel=4
         )
-
     name, kwargs = _timm_name_and_args(v["timm_model_name"], vision_dir)
     if v.get("timm_drop_path") is not None:
         kwargs["drop_path_rate"] = v["timm_drop_path"]
@@ -256,7 +238,7 @@ def mmcl_model_config(
         warnings.warn(
             f"preprocess_cfg.resize_mode {pre['resize_mode']!r}: mmcl's eval transform resizes the shortest side "
             "and centre-crops (open_clip's 'shortest')",
-            stacklevel=3,
+            stacklevel=4,
         )
     default = _timm_default_cfg(name)
     overlay = {}
@@ -272,14 +254,19 @@ def mmcl_model_config(
     default_size = kwargs.get(
         "img_size", default.input_size[-1] if default is not None and default.input_size else None
     )
-    default_size = _image_size(default_size)
-    vision = VisionConfig(
+    size = _image_size(v.get("image_size", 224))
+    return VisionConfig(
         name=name,
         kwargs=kwargs,
-        image_size=None if size == default_size else size,
-        pool=pool or None,
+        image_size=None if size == _image_size(default_size) else size,
+        pool=v.get("timm_pool", "avg") or None,
         patch_dropout=float(v.get("patch_dropout") or 0.0),
     )
+
+
+def _text_config(t: dict, text_dir, tokenizer_dir):
+    """``(mmcl's text section, the transformers config)`` for open_clip's ``text_cfg``."""
+    from transformers import AutoConfig
 
     text_path = _local_text_config_dir(t["hf_model_name"], text_dir)
     try:
@@ -292,12 +279,35 @@ def mmcl_model_config(
     # a local folder, else a model id the HF cache may hold (checked when the tokenizer is loaded)
     tok = tokenizer_dir or _first_dir(t.get("hf_tokenizer_name"), t["hf_model_name"], text_dir)
     tok = tok or t.get("hf_tokenizer_name") or t["hf_model_name"]
+    pooler = {oc: m for m, oc in POOLERS.items()}[t.get("hf_pooler_type", "mean_pooler")]
     text = TextConfig(
-        config=hf_config.to_dict(),
-        tokenizer=str(tok),
-        pooler=mmcl_pooler,
-        max_length=int(t.get("context_length", 77)),
+        config=hf_config.to_dict(), tokenizer=str(tok), pooler=pooler, max_length=int(t.get("context_length", 77))
     )
+    return text, hf_config
+
+
+def mmcl_model_config(
+    model_cfg: dict,
+    preprocess_cfg: dict | None = None,
+    text_dir: str | os.PathLike | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    vision_dir: str | os.PathLike | None = None,
+):
+    """``(ModelConfig, transformers text config)`` for an open_clip model config.
+
+    ``text_dir`` is a local folder with the text tower's HF ``config.json`` (default:
+    ``text_cfg.hf_model_name``, a local folder or a model in the local HF cache); ``tokenizer_dir``
+    the tokenizer (default: ``text_cfg.hf_tokenizer_name``, then ``text_dir``); ``vision_dir`` the
+    timm config folder of a ``local-dir:`` timm model (default: the folder it names).
+
+    Raises:
+        ConfigError: a setting mmcl cannot express (every one is listed, with the supported values).
+    """
+    problems = _import_problems(model_cfg)
+    if problems:
+        raise ConfigError("mmcl cannot express this open_clip model:\n  - " + "\n  - ".join(problems))
+    vision = _vision_config(dict(model_cfg["vision_cfg"]), preprocess_cfg, vision_dir)
+    text, hf_config = _text_config(dict(model_cfg["text_cfg"]), text_dir, tokenizer_dir)
     scale = model_cfg.get("init_logit_scale", math.log(1 / 0.07))
     cfg = ModelConfig(
         vision=vision,

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ...errors import ConfigError
+from ...weights import load_state_file as read_weights
 
 # (mmcl prefix, open_clip prefix); exact keys first
 _EXACT = {
@@ -74,8 +75,6 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"open_clip weights not found: {path}")
-    from ...weights import load_state_file as read_weights
-
     state = read_weights(path, "open_clip weights file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
