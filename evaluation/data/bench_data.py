@@ -78,9 +78,9 @@ def make_shards(out: Path, n_images: int, n_shards: int, size: int, seed: int = 
 
 
 def _transform_and_tokenizer():
-    from mmcl.config import AugmentConfig, TextConfig, resolve_path
     from mmcl.data import Tokenize, image_transforms
     from mmcl.data.tokenize import load_tokenizer
+    from mmcl.recipe import AugmentConfig, TextConfig, resolve_path
 
     data_config = {
         "input_size": (3, 224, 224),
@@ -94,8 +94,8 @@ def _transform_and_tokenizer():
 
 
 def _mmcl_loader(pattern: str, n_images: int, batch: int, workers: int):
-    from mmcl.config import AugmentConfig, DataConfig
     from mmcl.data.sources import build_train_data
+    from mmcl.recipe import AugmentConfig, DataConfig
 
     train_tf, _, tokenize = _transform_and_tokenizer()
     cfg = DataConfig(train=pattern, batch_size=batch, num_workers=workers, augment=AugmentConfig(enabled=True))

@@ -85,7 +85,7 @@ def recipe_for(arm: str, seed: int, run_dir: Path, extra: list[str] | None = Non
 def eval_config(recipe, finetune: bool):
     """The recipe's datasets, plus (``finetune``) the fine-tuning comparison on all 10,000 labelled
     training scenes."""
-    from mmcl.config import EvalConfig, EvalDatasetConfig
+    from mmcl.recipe import EvalConfig, EvalDatasetConfig
 
     base = recipe.eval.datasets[0]
     datasets = [base]

@@ -56,7 +56,7 @@ def main() -> None:
     from mmcl.losses.base import call_cross_modal
     from mmcl.models import create_model
     from mmcl.train.optim import create_optimizer
-    from mmcl.train.trainer import image_text_forward
+    from mmcl.train.step import image_text_forward
 
     recipe = mmcl_lib.load_recipe(RECIPE)
     ensure_corpus(recipe.data.synthetic)

