@@ -140,3 +140,18 @@ def test_environment_variables_in_recipes(tiny_corpus, tmp_path, monkeypatch):
         load_recipe(path)
     monkeypatch.setenv("MMCL_TEST_DATA", str(tiny_corpus))
     assert load_recipe(path, ["name=$notavar"]).name == "$notavar"  # a lone $ is left alone
+
+
+def test_symmetric_two_view_losses_train_image_text_and_the_others_are_refused(tiny_corpus, tmp_path):
+    """docs/losses.md: ntxent, dcl, dclw and hcl take an image and its caption as two views; supcon,
+    moco and densecl are refused for image-text with the valid choices (the old README said every
+    two-view loss was refused)."""
+    for name in ("ntxent", "dcl", "dclw", "hcl"):
+        data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
+        data["loss"] = {"name": name}
+        assert load_recipe(write(tmp_path, data)).loss.name == name
+    for name in ("supcon", "moco", "densecl"):
+        data = tiny_recipe_dict(tiny_corpus, tmp_path / "run")
+        data["loss"] = {"name": name}
+        with pytest.raises(ConfigError, match=f"'{name}' is a two-view loss .* image-text training needs one of: .*"):
+            load_recipe(write(tmp_path, data))
