@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.sources import check_source, detect_source
 from ..errors import ConfigError
 from ..recipe import EvalDatasetConfig, Recipe
-from .tasks import get_task, list_tasks
+from .tasks import get_task, ordered_tasks
 
 
 def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False) -> None:
@@ -26,7 +26,7 @@ def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False
     if image_only:
         bad = sorted(t.name for t in tasks if t.text_tower)
         if bad:
-            image_tasks = [n for n in list_tasks() if not get_task(n).text_tower]
+            image_tasks = [n for n in ordered_tasks() if not get_task(n).text_tower]
             raise ConfigError(
                 f"{key}.tasks: {bad} need a text tower; an image_image model supports: {', '.join(image_tasks)}"
             )

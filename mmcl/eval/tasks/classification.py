@@ -59,7 +59,7 @@ class ZeroShot(EvalTask):
             resolve_list(getattr(cfg, kind), kind, None)
         if cfg.classnames is not None or not Path(cfg.path).exists():
             return
-        data = open_dataset(cfg.path, cfg.kind, cfg.split, cfg.image_key, cfg.caption_key, labels=False, max_items=1)
+        data = open_dataset(cfg.path, cfg.kind, cfg.split, cfg.image_key, cfg.caption_key, cfg.label_key, max_items=1)
         if data.classnames is None:
             raise ConfigError(
                 f"{key}: the zeroshot task needs class names: set classnames (a file, one name per line); "
