@@ -56,7 +56,10 @@ class ZeroShot(EvalTask):
         from ..classnames import resolve_list
 
         for kind in ("classnames", "templates"):  # a file, or a shipped list's name
-            resolve_list(getattr(cfg, kind), kind, None)
+            try:
+                resolve_list(getattr(cfg, kind), kind, None)
+            except ConfigError as e:
+                raise ConfigError(f"{key}.{kind}: {e}") from None
         if cfg.classnames is not None or not Path(cfg.path).exists():
             return
         data = open_dataset(cfg.path, cfg.kind, cfg.split, cfg.image_key, cfg.caption_key, cfg.label_key, max_items=1)
