@@ -53,7 +53,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-EVAL_COMMANDS = ("run", "zeroshot", "retrieval", "linear-probe", "knn", "compositional", "summarize")
+EVAL_COMMANDS = eval.COMMANDS  # from the evaluation-task registry
 
 
 def normalise_argv(argv: list[str]) -> list[str]:

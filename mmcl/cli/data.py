@@ -12,6 +12,13 @@ from ..errors import ConfigError
 def add_parser(sub) -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data tools", description="Data tools.")
     dsub = d.add_subparsers(dest="data_command", metavar="TOOL")
+    for add in (_make_synthetic, _make_compositional, _convert, _inspect):
+        add(dsub)
+    d.set_defaults(func=run, data_parser=d)
+    return d
+
+
+def _make_synthetic(dsub) -> None:
     ms = dsub.add_parser(
         "make-synthetic",
         help="write the generated shapes corpus (images + CSV) to a folder",
@@ -52,6 +59,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="also write each scene's segmentation mask (column mask; 0 background, 1 + class): for dense_probe",
     )
     ms.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _make_compositional(dsub) -> None:
     mc = dsub.add_parser(
         "make-compositional",
         help="write hard-negative caption items for a shapes-corpus split",
@@ -84,6 +94,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="with --merge: keep only these types of negative where a row has one, all its negatives otherwise "
         "(choices: replace_colour, replace_shape, swap_colours, swap_relation)",
     )
+
+
+def _convert(dsub) -> None:
     cv = dsub.add_parser(
         "convert",
         help="write a CSV/TSV/JSONL file or an image folder as WebDataset shards",
@@ -110,6 +123,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     cv.add_argument("--image-root", help="base folder for relative image paths (default: the file's folder)")
     cv.add_argument("--caption-separator", help="split each caption cell on this into several captions ('|')")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _inspect(dsub) -> None:
     ins = dsub.add_parser(
         "inspect",
         help="count a dataset's samples and skips, caption and image statistics, and draw a sample grid",
@@ -120,7 +136,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ins.add_argument("path", help="dataset path (file, folder, shard pattern)")
-    ins.add_argument("--kind", default="auto", choices=["auto", "csv", "jsonl", "folder", "wds", "hf"])
+    ins.add_argument(
+        "--kind",
+        default="auto",
+        help="the data source reading it: auto (from the path), csv, jsonl, folder, hf, wds, or another "
+        "registered one (mmcl.list_sources())",
+    )
     ins.add_argument("--split", default="train", help="split of a WebDataset benchmark folder or HF dataset")
     ins.add_argument("--image-key", help="image column")
     ins.add_argument("--caption-key", help="caption column (WebDataset: member extension, default txt)")
@@ -130,8 +151,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     ins.add_argument("--grid-size", type=int, default=16, help="samples in the grid (default 16)")
     ins.add_argument("--json", help="also write the report as JSON here")
     ins.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.set_defaults(func=run, data_parser=d)
-    return d
 
 
 def run(args) -> int:

@@ -1,8 +1,10 @@
 """Evaluation datasets from local files, one interface for every format.
 
-Every source yields one item per image: ``{"image": pixels, "captions": [str, ...], "label": int}``
-(label -1 when unknown), or ``(None, reason)`` for a sample that cannot be read, which the
-encoder skips and counts. Formats (``kind``):
+Every reader yields one item per image: ``{"image": pixels, "captions": [str, ...], "label": int}``
+(label -1 when unknown; with a group column also ``"group"`` and ``"caption_groups"``), or
+``(None, reason)`` for a sample that cannot be read, which the encoder skips and counts. The data
+sources (:mod:`mmcl.data.sources`) pick the reader for a path; :func:`~mmcl.data.sources.open_dataset`
+opens one. Readers by source:
 
 - ``csv`` / ``jsonl``: one row per (image, caption); rows sharing an image path are several captions
   of one image, and a JSONL caption may also be a list. ``classnames.txt`` / ``templates.txt`` next
@@ -13,9 +15,10 @@ encoder skips and counts. Formats (``kind``):
 - ``folder``: ``ROOT/<class>/<image>`` (labelled, class names from folder names) or a flat folder.
 - ``wds``: CLIP_benchmark's WebDataset layout, ``ROOT/<split>/{0..n-1}.tar`` with ``nshards.txt``,
   plus ``classnames.txt``, ``zeroshot_classification_templates.txt`` and ``dataset_type.txt``; or
-  any shard file / brace pattern (img2dataset's ``.jpg``/``.txt``/``.cls`` members).
-- ``hf``: a Hugging Face ``datasets`` folder (``save_to_disk``), parquet/arrow files, or an
-  ``imagefolder`` directory, with a column mapping.
+  any shard file / brace pattern / list file / folder of shards (img2dataset's ``.jpg``/``.txt``/``.cls``
+  members).
+- ``hf``: a Hugging Face ``datasets`` folder (``save_to_disk``) or parquet/arrow files, with a
+  column mapping.
 """
 
 from __future__ import annotations
@@ -32,23 +35,12 @@ from PIL import Image
 from ..errors import ConfigError
 from .csv_jsonl import check_columns, read_table, row_problem
 from .folder import list_image_folder
-from .hf import first_present, load_hf
 from .images import BAD_IMAGE_ERRORS, load_image
-from .wds import SHARD_ERRORS, expand_shards, iter_tar_records
-
-KINDS = ("auto", "csv", "jsonl", "folder", "wds", "hf")
+from .wds import SHARD_ERRORS, iter_tar_records
 
 
 def _open_image(source) -> Image.Image | None:
     return load_image(source)[0]
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def _optional_lines(path: Path) -> list[str] | None:
-    return _read_lines(path) if path.is_file() else None
 
 
 class _Source:
@@ -83,20 +75,23 @@ class TableImages(_Source, torch.utils.data.Dataset):
         separator=",",
         image_root=None,
         max_items=None,
+        group_key=None,
     ):
         path = Path(path)
         rows = read_table(path, separator, keep_bad=True)
         if not rows:
             raise ConfigError(f"{path}: no rows")
         required = {"image_key": image_key}
-        if caption_key is not None:
-            required["caption_key"] = caption_key
-        if label_key is not None:
-            required["label_key"] = label_key
+        for option, column in (("caption_key", caption_key), ("label_key", label_key), ("group_key", group_key)):
+            if column is not None:
+                required[option] = column
         check_columns(rows, path, required)
         self.root = Path(image_root) if image_root else path.parent
         order: dict[str, int] = {}
         self.images, self.captions, self.labels = [], [], []
+        # with group_key: the group of each image (its first row's) and of each of its captions (their row's)
+        self.groups: list[str] | None = [] if group_key is not None else None
+        self.caption_groups: list[list[str]] | None = [] if group_key is not None else None
         self.bad_rows: list[str] = []  # reasons, one per bad row within the first max_items images
         for r in rows:
             full = max_items is not None and len(order) >= max_items
@@ -119,9 +114,15 @@ class TableImages(_Source, torch.utils.data.Dataset):
                 self.images.append(key)
                 self.captions.append([])
                 self.labels.append(label)
+                if self.groups is not None:
+                    self.groups.append(str(r[group_key]))
+                    self.caption_groups.append([])
             value = r[caption_key] if caption_key is not None else None
             values = value if isinstance(value, list) else [value]
-            self.captions[order[key]].extend(str(v).strip() for v in values if v is not None and str(v).strip())
+            captions = [str(v).strip() for v in values if v is not None and str(v).strip()]
+            self.captions[order[key]].extend(captions)
+            if self.caption_groups is not None:
+                self.caption_groups[order[key]].extend([str(r[group_key])] * len(captions))
 
     def __len__(self):
         return len(self.images) + len(self.bad_rows)
@@ -132,7 +133,10 @@ class TableImages(_Source, torch.utils.data.Dataset):
         path = self.root / self.images[i]
         if not path.is_file():
             return None, "missing_image"
-        return self._item(_open_image(path), self.captions[i], self.labels[i])
+        item = self._item(_open_image(path), self.captions[i], self.labels[i])
+        if self.groups is not None and isinstance(item, dict):
+            item.update(group=self.groups[i], caption_groups=self.caption_groups[i])
+        return item
 
 
 class FolderImages(_Source, torch.utils.data.Dataset):
@@ -154,15 +158,19 @@ class WdsImages(_Source, torch.utils.data.IterableDataset):
     """Samples of WebDataset shards, read with ``tarfile``; shards are split across workers.
 
     A sample is the members sharing a key (the name up to the first dot). Its image is the first
-    of webp/png/jpg/jpeg; captions come from ``txt`` (one per line), ``json`` ("caption"/"text") ;
-    its label from ``cls``. A shard that cannot be read yields one ``unreadable_shard`` skip.
+    of ``image_key`` (extensions separated by ``;``; default webp/png/jpg/jpeg); captions come from
+    ``caption_key`` (``txt``: one per line), else ``json`` ("caption"/"text"); its label from
+    ``label_key`` (``cls``; None: no labels). A shard that cannot be read yields one
+    ``unreadable_shard`` skip.
     """
 
-    def __init__(self, shards: list[str], caption_key: str = "txt", max_items=None):
+    def __init__(self, shards: list[str], caption_key: str = "txt", max_items=None, image_key=None, label_key="cls"):
         self.shards, self.caption_key, self.max_items = shards, caption_key, max_items
+        self.image_exts = tuple(image_key.split(";")) if image_key else ("webp", "png", "jpg", "jpeg")
+        self.label_key = label_key
 
     def _decode(self, fields: dict):
-        raw = next((fields[e] for e in ("webp", "png", "jpg", "jpeg") if e in fields), None)
+        raw = next((fields[e] for e in self.image_exts if e in fields), None)
         if raw is None:
             return None, "missing_image"
         captions: list[str] = []
@@ -173,7 +181,7 @@ class WdsImages(_Source, torch.utils.data.IterableDataset):
             meta = json.loads(fields["json"])
             value = meta.get("caption", meta.get("text"))
             captions = value if isinstance(value, list) else [value] if value else []
-        label = int(fields["cls"].decode().strip()) if "cls" in fields else -1
+        label = int(fields[self.label_key].decode().strip()) if self.label_key in fields else -1
         return self._item(_open_image(io.BytesIO(raw)), captions, label)
 
     def __iter__(self):
@@ -194,7 +202,9 @@ class WdsImages(_Source, torch.utils.data.IterableDataset):
 class HFImages(_Source, torch.utils.data.Dataset):
     """Rows of a Hugging Face dataset; images as ``Image`` features, bytes or file paths."""
 
-    def __init__(self, dataset, image_column="image", caption_column=None, label_column=None, max_items=None):
+    def __init__(
+        self, dataset, image_column="image", caption_column=None, label_column=None, max_items=None, group_column=None
+    ):
         check_columns(
             [dict.fromkeys(dataset.column_names)],
             "dataset",
@@ -204,12 +214,14 @@ class HFImages(_Source, torch.utils.data.Dataset):
                     "image_key": image_column,
                     "caption_key": caption_column,
                     "label_key": label_column,
+                    "group_key": group_column,
                 }.items()
                 if v is not None
             },
         )
         self.ds = dataset if max_items is None else dataset.select(range(min(max_items, len(dataset))))
         self.image_column, self.caption_column, self.label_column = image_column, caption_column, label_column
+        self.group_column = group_column
         feature = dataset.features.get(label_column) if label_column else None
         self.classnames = list(feature.names) if hasattr(feature, "names") else None
 
@@ -235,7 +247,11 @@ class HFImages(_Source, torch.utils.data.Dataset):
             value = row[self.caption_column]
             captions = [str(v).strip() for v in (value if isinstance(value, list) else [value]) if str(v).strip()]
         label = int(row[self.label_column]) if self.label_column is not None else -1
-        return self._item(image, captions, label)
+        item = self._item(image, captions, label)
+        if self.group_column is not None and isinstance(item, dict):
+            group = str(row[self.group_column])
+            item.update(group=group, caption_groups=[group] * len(captions))
+        return item
 
 
 @dataclass
@@ -251,108 +267,10 @@ class EvalDataset:
     info: dict = field(default_factory=dict)
 
 
-def detect_kind(path: str) -> str:
-    p = Path(path)
-    if "{" in path or p.suffix == ".tar" or p.name.endswith((".tar.gz", ".tgz")):
-        return "wds"
-    if p.suffix in (".csv", ".tsv"):
-        return "csv"
-    if p.suffix == ".jsonl":
-        return "jsonl"
-    if p.suffix in (".parquet", ".arrow"):
-        return "hf"
-    if not p.exists():
-        raise ConfigError(f"dataset {path!r} not found")
-    if p.is_dir():
-        if (p / "dataset_type.txt").is_file() or any(p.glob("*/nshards.txt")) or any(p.glob("*.tar")):
-            return "wds"
-        if any((p / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
-            return "hf"
-        return "folder"
-    raise ConfigError(f"cannot tell the format of {path!r}; pass one of: {', '.join(KINDS[1:])}")
+def __getattr__(name: str):
+    # opening moved to the source registry (mmcl.data.sources), which imports this module
+    if name == "open_dataset":
+        from .sources import open_dataset
 
-
-def open_dataset(
-    path: str,
-    kind: str = "auto",
-    split: str = "test",
-    image_key: str | None = None,
-    caption_key: str | None = None,
-    label_key: str | None = None,
-    separator: str | None = None,
-    image_root: str | None = None,
-    max_items: int | None = None,
-    name: str | None = None,
-) -> EvalDataset:
-    """Open a local evaluation dataset (see the module docstring for the formats)."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown dataset kind {kind!r}; choose one of: {', '.join(KINDS)}")
-    path = str(path)
-    kind = detect_kind(path) if kind == "auto" else kind
-    p = Path(path)
-    name = name or (p.stem if p.suffix else p.name)
-    if kind in ("csv", "jsonl"):
-        if not p.is_file():
-            raise ConfigError(f"dataset file {path!r} not found")
-        rows = read_table(p, separator or ("\t" if p.suffix == ".tsv" else ","))  # bad rows dropped
-        columns = list(rows[0]) if rows else []
-        image_key = image_key or first_present(columns, ("filepath", "image", "image_path", "file")) or "filepath"
-        caption_key = caption_key or first_present(columns, ("title", "caption", "captions", "text"))
-        label_key = label_key or first_present(columns, ("label",))
-        source = TableImages(
-            path,
-            image_key,
-            caption_key,
-            label_key,
-            separator or ("\t" if p.suffix == ".tsv" else ","),
-            image_root,
-            max_items,
-        )
-        return EvalDataset(
-            name,
-            kind,
-            source,
-            _optional_lines(p.parent / "classnames.txt"),
-            _optional_lines(p.parent / "templates.txt"),
-        )
-    if kind == "folder":
-        source = FolderImages(p, max_items)
-        return EvalDataset(
-            name,
-            kind,
-            source,
-            _optional_lines(p / "classnames.txt") or source.classnames,
-            _optional_lines(p / "templates.txt"),
-            "classification",
-        )
-    if kind == "wds":
-        if p.is_dir() and any(p.glob("*.tar")):  # a folder of shards (mmcl data convert, img2dataset)
-            return EvalDataset(
-                name, kind, WdsImages(sorted(str(f) for f in p.glob("*.tar")), caption_key or "txt", max_items)
-            )
-        if p.is_dir():
-            nshards = p / split / "nshards.txt"
-            if not nshards.is_file():
-                splits = [d.name for d in p.iterdir() if (d / "nshards.txt").is_file()]
-                raise ConfigError(f"{path}: no {split}/nshards.txt; splits with shards: {', '.join(splits) or 'none'}")
-            shards = [str(p / split / f"{i}.tar") for i in range(int(nshards.read_text().strip()))]
-            dataset_type = (_optional_lines(p / "dataset_type.txt") or ["classification"])[0].lower()
-            return EvalDataset(
-                name,
-                kind,
-                WdsImages(shards, caption_key or "txt", max_items),
-                _optional_lines(p / "classnames.txt"),
-                _optional_lines(p / "zeroshot_classification_templates.txt"),
-                dataset_type,
-            )
-        shards = expand_shards(path)
-        return EvalDataset(name, kind, WdsImages(shards, caption_key or "txt", max_items))
-    ds = load_hf(path, split)
-    columns = ds.column_names
-    image_key = image_key or first_present(columns, ("image", "img", "jpg", "png"))
-    if image_key is None:
-        raise ConfigError(f"{path}: no image column found; pass the image key; available columns: {', '.join(columns)}")
-    caption_key = caption_key or first_present(columns, ("caption", "captions", "text", "title", "sentences"))
-    label_key = label_key or first_present(columns, ("label", "labels", "fine_label"))
-    source = HFImages(ds, image_key, caption_key, label_key, max_items)
-    return EvalDataset(name, kind, source, source.classnames, None)
+        return open_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,8 @@ from pathlib import Path
 from ..errors import ConfigError
 from .pairs import ItemMaker, MapPairs, caption_list
 
+# the columns read when none is named, first present wins (labels: evaluation only; training
+# reads a label column only when data.label_key names it)
 IMAGE_COLUMNS = ("image", "img", "jpg", "png")
 CAPTION_COLUMNS = ("caption", "captions", "text", "title", "sentences")
 LABEL_COLUMNS = ("label", "labels", "fine_label")

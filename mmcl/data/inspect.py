@@ -39,7 +39,7 @@ def inspect_dataset(
     **keys,
 ) -> dict:
     """Statistics of a dataset; with ``grid``, also write a PNG of the first ``grid_size`` samples."""
-    from .evalsets import open_dataset
+    from .sources import open_dataset
 
     data = open_dataset(path, kind=kind, split=keys.pop("split", "train"), max_items=max_items, **keys)
     data.source.transform = None  # PIL images

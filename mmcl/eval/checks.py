@@ -1,40 +1,51 @@
-"""Whether a recipe's ``eval.datasets`` can run: task names, what each task needs, and whether the
-model has the towers a task reads."""
+"""Whether a recipe's ``eval.datasets`` can run, from what each registered task declares
+(:class:`~mmcl.eval.tasks.EvalTask`): its name, the keys it needs, the data sources it reads, and
+whether it needs a text tower."""
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..recipe import Recipe
+from pathlib import Path
 
-TASKS = ("zeroshot", "retrieval", "knn", "linear_probe", "compositional", "image_retrieval", "dense_probe", "finetune")
-# tasks that read images only (no text tower needed)
-IMAGE_TASKS = ("knn", "linear_probe", "image_retrieval", "dense_probe", "finetune")
-# task -> (key of the dataset entry it needs, what that key is)
-NEEDS = {
-    "zeroshot": [("classnames", "classnames file"), ("templates", "templates file")],
-    "knn": [("train_path", "training set")],
-    "linear_probe": [("train_path", "training set")],
-    "dense_probe": [("train_path", "training set"), ("mask_key", "column of segmentation masks")],
-    "finetune": [("train_path", "training set")],
-    "compositional": [("compositional", "compositional items file (mmcl data make-compositional)")],
-    "image_retrieval": [("image2_key", "column of the paired image")],
-}
+from ..data.sources import check_source, detect_source
+from ..errors import ConfigError
+from ..recipe import EvalDatasetConfig, Recipe
+from .tasks import get_task, ordered_tasks
+
+
+def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False) -> None:
+    """Raise :class:`ConfigError` when an evaluation dataset entry cannot run: an unknown source or
+    task, a key a task needs, a task's own check, a text task on an image-only model, data a task
+    cannot read."""
+    check_source(ds.kind, f"{key}.kind")
+    tasks = [get_task(name, f"{key}.tasks") for name in ds.tasks]
+    for task in tasks:
+        for need in task.needs:
+            if getattr(ds, need.key) is None:
+                raise ConfigError(f"{key}: the {task.name} task needs {need.key} ({need.what})")
+        task.check(ds, key)
+    if image_only:
+        bad = sorted(t.name for t in tasks if t.text_tower)
+        if bad:
+            image_tasks = [n for n in ordered_tasks() if not get_task(n).text_tower]
+            raise ConfigError(
+                f"{key}.tasks: {bad} need a text tower; an image_image model supports: {', '.join(image_tasks)}"
+            )
+    # a source restriction can be checked once the format is known (a generated corpus may not exist yet)
+    kind = ds.kind
+    if kind == "auto" and (Path(ds.path).exists() or Path(ds.path).suffix):
+        try:
+            kind = detect_source(ds.path, f"{key}.path")
+        except ConfigError:
+            kind = "auto"  # reported with the reading itself
+    for task in tasks:
+        if task.sources is not None and task.reads_dataset and kind != "auto" and kind not in task.sources:
+            raise ConfigError(
+                f"{key}: the {task.name} task reads {', '.join(task.sources)} data; {ds.path} is a {kind} source"
+            )
 
 
 def check_eval(recipe: Recipe) -> None:
     """Raise :class:`ConfigError` for an ``eval.datasets`` entry that cannot run."""
     image_only = recipe.model.kind == "image_image"
     for i, ds in enumerate(recipe.eval.datasets):
-        key = f"eval.datasets[{i}]"
-        for task in ds.tasks:
-            if task not in TASKS:
-                raise ConfigError(f"{key}.tasks: {task!r} is not an evaluation task; valid choices: {', '.join(TASKS)}")
-            for attr, what in NEEDS.get(task, []):
-                if getattr(ds, attr) is None:
-                    raise ConfigError(f"{key}: the {task} task needs {attr} (the {what})")
-        if image_only:
-            bad = sorted(set(ds.tasks) - set(IMAGE_TASKS))
-            if bad:
-                raise ConfigError(
-                    f"{key}.tasks: {bad} need a text tower; an image_image model supports: {', '.join(IMAGE_TASKS)}"
-                )
+        check_eval_dataset(ds, f"eval.datasets[{i}]", image_only)

@@ -6,34 +6,21 @@ import csv
 import io
 import json
 import math
-import re
 from pathlib import Path
 
-# The metrics shown in summary tables, per task (all metrics stay in the JSON); retrieval shows every
-# recall@k computed (_headline).
-HEADLINE = {
-    "zeroshot_classification": ["acc1", "acc5", "mean_per_class_recall"],
-    "linear_probe": ["acc1", "acc5", "mean_per_class_recall"],
-    "knn": ["acc1", "acc5", "mean_per_class_recall"],
-    "compositional": ["acc"],
-}
-# mmcl's short task names -> CLIP_benchmark's task names in result files.
-TASK_NAMES = {
-    "zeroshot": "zeroshot_classification",
-    "retrieval": "zeroshot_retrieval",
-    "linear-probe": "linear_probe",
-    "knn": "knn",
-    "compositional": "compositional",
-}
+from .tasks import headline, task_of_record
 
 
 def make_record(task: str, dataset: str, model: str, pretrained: str, metrics: dict) -> dict:
-    """One result, shaped like CLIP_benchmark's output JSON."""
+    """One result, shaped like CLIP_benchmark's output JSON: ``task`` is CLIP_benchmark's name of the
+    task where it has one (``zeroshot_classification``, ``zeroshot_retrieval``, ``linear_probe``),
+    else mmcl's (``knn``, ``compositional``, ...)."""
+    known = task_of_record(task)
     return {
         "dataset": dataset,
         "model": model,
         "pretrained": pretrained,
-        "task": TASK_NAMES.get(task, task),
+        "task": known.record_name if known is not None else task,
         "metrics": metrics,
         "language": "en",
     }
@@ -73,15 +60,12 @@ def _fmt(v) -> str:
 
 
 def _headline(record: dict) -> list[str]:
-    """The metric names a summary shows for one record: the task's HEADLINE, for retrieval every
-    recall@k computed (image then text, by k), for other tasks every float metric."""
+    """The metric names a summary shows for one record: its task's headline metrics (the task's
+    registered name, CLIP_benchmark's or an older spelling: in-run ``results.json`` and ``mmcl eval``
+    files both read), for a task mmcl does not know every float metric."""
     metrics = record["metrics"]
-    if record["task"] == "zeroshot_retrieval":
-        ks = sorted(
-            {int(k.rsplit("@", 1)[1]) for k in metrics if re.fullmatch(r"(image|text)_retrieval_recall@\d+", k)}
-        )
-        return [f"{side}_retrieval_recall@{k}" for side in ("image", "text") for k in ks]
-    return HEADLINE.get(record["task"], [k for k, v in metrics.items() if isinstance(v, float)])
+    names = headline(str(record["task"]), metrics)
+    return names if names is not None else [k for k, v in metrics.items() if isinstance(v, float)]
 
 
 def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .encode import encode_dataset
-from .metrics import retrieval_metrics
+from .metrics import attribute_recall_at_1, duplicate_fraction, retrieval_metrics
 
 
 def same_caption_same_embedding(text_features: torch.Tensor, captions: list[str]) -> torch.Tensor:
@@ -24,6 +24,30 @@ def same_caption_same_embedding(text_features: torch.Tensor, captions: list[str]
     return text_features[torch.tensor(source, device=text_features.device)]
 
 
+def retrieval_from_features(
+    enc, ks: tuple[int, ...] = (1, 5, 10), progress: bool = False, optimistic: bool = False
+) -> dict:
+    """Retrieval metrics of encoded images and captions (:class:`~mmcl.eval.encode.Encoded`, every
+    image with a caption): CLIP_benchmark's ``image_retrieval_recall@k`` / ``text_retrieval_recall@k``,
+    mean and median ranks, ``num_images`` / ``num_texts``; with group keys, the attribute-level
+    recall@1 and ``duplicate_caption_fraction``; ``skipped``.
+
+    Repeated captions share one embedding (:func:`same_caption_same_embedding`). With
+    ``optimistic``, also ``*_recall_optimistic@k`` and ``*_rank_optimistic``: ties resolved in the
+    query's favour (see :func:`~mmcl.eval.metrics.retrieval_metrics`)."""
+    text_features = same_caption_same_embedding(enc.text_features, enc.captions)
+    metrics = retrieval_metrics(
+        enc.image_features, text_features, enc.text_to_image, ks, progress=progress, optimistic=optimistic
+    )
+    metrics["num_images"], metrics["num_texts"] = enc.image_features.shape[0], enc.text_features.shape[0]
+    if enc.image_groups is not None:
+        metrics.update(attribute_recall_at_1(enc.image_features, text_features, enc.image_groups, enc.text_groups))
+        metrics["duplicate_caption_fraction"] = duplicate_fraction(enc.text_groups)
+    if enc.skipped:
+        metrics["skipped"] = enc.skipped
+    return metrics
+
+
 def evaluate_retrieval(
     adapter,
     data,
@@ -33,18 +57,7 @@ def evaluate_retrieval(
     progress: bool = True,
     optimistic: bool = False,
 ) -> dict:
-    """CLIP_benchmark's ``image_retrieval_recall@k`` / ``text_retrieval_recall@k`` plus mean and
-    median ranks, computed by streaming the score matrix (memory bounded by one tile).
-
-    Repeated captions share one embedding (:func:`same_caption_same_embedding`). With
-    ``optimistic``, also ``*_recall_optimistic@k`` and ``*_rank_optimistic``: ties resolved in the
-    query's favour (see :func:`~mmcl.eval.metrics.retrieval_metrics`)."""
+    """Retrieval on ``data`` (an :class:`~mmcl.data.evalsets.EvalDataset`), computed by streaming the
+    score matrix (memory bounded by one tile); see :func:`retrieval_from_features`."""
     enc = encode_dataset(adapter, data, batch_size, num_workers, texts=True, progress=progress)
-    text_features = same_caption_same_embedding(enc.text_features, enc.captions)
-    metrics = retrieval_metrics(
-        enc.image_features, text_features, enc.text_to_image, ks, progress=progress, optimistic=optimistic
-    )
-    metrics["num_images"], metrics["num_texts"] = enc.image_features.shape[0], enc.text_features.shape[0]
-    if enc.skipped:
-        metrics["skipped"] = enc.skipped
-    return metrics
+    return retrieval_from_features(enc, ks, progress, optimistic)

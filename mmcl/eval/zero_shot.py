@@ -33,6 +33,37 @@ def zero_shot_metrics(image_features: torch.Tensor, labels: torch.Tensor, classi
     return out
 
 
+def class_prompts(data, classnames=None, templates=None) -> tuple[list[str], list[str]]:
+    """Class names and prompt templates for ``data``: the given ones (lists, files or shipped
+    benchmark names such as ``imagenet1k`` or ``cifar10``), else the dataset's own
+    (``classnames.txt``, folder names, ``ClassLabel`` names, ...); templates fall back to ImageNet's
+    80 CLIP prompts, as in CLIP_benchmark."""
+    from ..errors import ConfigError
+    from .classnames import resolve_list
+
+    names = classnames if isinstance(classnames, list) else resolve_list(classnames, "classnames", data.classnames)
+    prompts = templates if isinstance(templates, list) else resolve_list(templates, "templates", data.templates)
+    if names is None:
+        raise ConfigError(f"{data.name}: no class names; pass --classnames FILE or a benchmark name")
+    return names, prompts or resolve_list("imagenet1k", "templates", None)
+
+
+def zeroshot_from_features(adapter, enc, names: list[str], prompts: list[str], batch_size: int, name: str) -> dict:
+    """Zero-shot metrics of encoded images (:class:`~mmcl.eval.encode.Encoded`) with the classifier
+    of ``names`` x ``prompts``: acc1, acc5, mean_per_class_recall, num_items, num_classes,
+    num_templates (and ``skipped``)."""
+    from ..errors import ConfigError
+
+    if int(enc.labels.max()) >= len(names):
+        raise ConfigError(f"{name}: label {int(enc.labels.max())} but only {len(names)} class names")
+    classifier = zero_shot_classifier(adapter, names, prompts, batch_size).to(enc.image_features.device)
+    metrics = zero_shot_metrics(enc.image_features, enc.labels, classifier)
+    metrics["num_classes"], metrics["num_templates"] = len(names), len(prompts)
+    if enc.skipped:
+        metrics["skipped"] = enc.skipped
+    return metrics
+
+
 def evaluate_zeroshot(
     adapter,
     data,
@@ -42,29 +73,10 @@ def evaluate_zeroshot(
     num_workers: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Zero-shot classification of ``data`` (an :class:`~mmcl.eval.datasets.EvalDataset`).
-
-    Class names and templates default to the dataset's own (``classnames.txt``, folder names,
-    ``ClassLabel`` names, ...); either may be a list, a file, or a shipped benchmark name such as
-    ``imagenet1k`` or ``cifar10``. Templates fall back to ImageNet's 80 CLIP prompts, as in
-    CLIP_benchmark.
-    """
-    from ..errors import ConfigError
-    from .classnames import resolve_list
+    """Zero-shot classification of ``data`` (an :class:`~mmcl.data.evalsets.EvalDataset`); class
+    names and templates as :func:`class_prompts` finds them."""
     from .encode import encode_dataset
 
-    names = classnames if isinstance(classnames, list) else resolve_list(classnames, "classnames", data.classnames)
-    prompts = templates if isinstance(templates, list) else resolve_list(templates, "templates", data.templates)
-    if names is None:
-        raise ConfigError(f"{data.name}: no class names; pass --classnames FILE or a benchmark name")
-    prompts = prompts or resolve_list("imagenet1k", "templates", None)
+    names, prompts = class_prompts(data, classnames, templates)
     enc = encode_dataset(adapter, data, batch_size, num_workers, texts=False, progress=progress)
-    if int(enc.labels.max()) >= len(names):
-        raise ConfigError(f"{data.name}: label {int(enc.labels.max())} but only {len(names)} class names")
-    metrics = zero_shot_metrics(
-        enc.image_features, enc.labels, zero_shot_classifier(adapter, names, prompts, batch_size)
-    )
-    metrics["num_classes"], metrics["num_templates"] = len(names), len(prompts)
-    if enc.skipped:
-        metrics["skipped"] = enc.skipped
-    return metrics
+    return zeroshot_from_features(adapter, enc, names, prompts, batch_size, data.name)

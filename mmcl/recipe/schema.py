@@ -58,14 +58,14 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    """Training data (see :mod:`mmcl.data.sources`). Column/key names default per source:
-    CSV/JSONL ``filepath``/``title``; WebDataset ``jpg;jpeg;png;webp``/``txt`` (or ``json:<field>``);
-    Hugging Face ``image``/``caption`` (or the usual alternatives)."""
+    """Training data, read by a registered data source (:mod:`mmcl.data.sources`). Column/key names
+    default per source: CSV/JSONL ``filepath``/``title``; WebDataset ``jpg;jpeg;png;webp``/``txt``
+    (or ``json:<field>``); Hugging Face ``image``/``caption`` (or the usual alternatives)."""
 
     # a registered data source (mmcl.list_sources(): csv, jsonl, folder, hf, wds, ...) or auto: told from the path
     source: str = "auto"
     # CSV/TSV/JSONL file, image folder, HF dataset path, or WebDataset shards (pattern, list file,
-    # folder of .tar, or a list of those for several mixed sources)
+    # folder of .tar, CLIP_benchmark's layout, or a list of those for several mixed sources)
     train: str | list[str] | None = None
     image_key: str | None = None
     caption_key: str | None = None
@@ -85,7 +85,7 @@ class DataConfig:
     caption_separator: str | None = None
     image_root: str | None = None  # base folder for relative image paths (default: the file's)
     caption_template: str = "a photo of a {c}."  # folder source: caption from the class name
-    split: str = "train"  # HF datasets with several splits
+    split: str = "train"  # HF datasets with several splits; CLIP_benchmark's WebDataset layout
     streaming: bool = False  # HF: stream instead of map-style (resume as documented for streams)
     resampled: bool = False  # WebDataset: draw shards with replacement; needs epoch_size
     epoch_size: int | None = None  # samples per epoch in resampled mode
@@ -210,25 +210,46 @@ class TrainConfig:
 
 @dataclass
 class EvalDatasetConfig:
+    """One evaluation dataset and the tasks run on it (``eval.datasets[i]``). ``mmcl eval TASK``
+    builds the same entry from its arguments, so both run the same task code (:mod:`mmcl.eval.tasks`)."""
+
     name: str = "eval"
-    path: str = ""  # CSV/TSV/JSONL with images and captions
+    # any format a registered data source reads (mmcl.list_sources()): CSV/TSV/JSONL, an image
+    # folder, a Hugging Face dataset, WebDataset shards or CLIP_benchmark's WebDataset layout
+    path: str = ""
+    kind: str = "auto"  # the data source of path and train_path; auto: told from the path
+    split: str = "test"  # data with splits (a Hugging Face dataset dict, CLIP_benchmark's layout)
     # registered evaluation tasks (mmcl.list_tasks()): zeroshot, retrieval, knn, linear_probe, ...
     tasks: list[str] = field(default_factory=lambda: ["zeroshot", "retrieval"])
-    image_key: str = "filepath"
+    # columns (WebDataset: member extensions); null: the source's defaults (CSV/JSONL filepath, image, ...;
+    # title, caption, text, ...; label. Hugging Face image, img, ...; caption, text, ...; label, labels, ...
+    # WebDataset webp/png/jpg/jpeg; txt; cls)
+    image_key: str | None = None
     image2_key: str | None = None  # image_retrieval: the paired image column (image <-> image2 recall@k)
-    caption_key: str = "title"
-    label_key: str = "label"  # class index; rows with label < 0 are skipped by zero-shot
+    caption_key: str | None = None
+    label_key: str | None = None  # class index; items with label < 0 are skipped by classification tasks
     group_key: str | None = None  # items with equal keys count as matches in attribute-level recall
-    separator: str = ","
-    classnames: str | None = None  # text file, one class name per line
-    templates: str | None = None  # text file, one prompt template per line with "{}"
+    separator: str | None = None  # CSV: null is "," ("\t" for a .tsv file)
+    image_root: str | None = None  # base folder of relative image paths (default: the file's folder)
+    classnames: str | None = None  # zeroshot: a file (one name per line, or JSON); default: the dataset's own
+    templates: str | None = None  # zeroshot: prompt templates with "{}"; default: the dataset's own, else ImageNet's
     max_items: int | None = None
-    # knn / linear_probe: a labelled training set (CSV/JSONL with the same columns) for the
-    # classifier, scored on this dataset's labelled items
+    # retrieval: the k of recall@k; optimistic_ties also reports recall with ties in the query's favour
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+    optimistic_ties: bool = False
+    # knn / linear_probe / finetune / dense_probe: a labelled training set (any format, same columns)
+    # for the classifier, scored on this dataset's labelled items
     train_path: str | None = None
+    train_split: str = "train"
     train_max_items: int | None = None
     knn_k: int = 20
     knn_temperature: float = 0.07
+    # linear_probe: a validation set for the weight decay (default: a seeded 20% of the training set),
+    # the weight decays to choose from (default: a log grid, refined), k images per class (few-shot)
+    val_path: str | None = None
+    weight_decays: list[float] | None = None
+    k_shot: int | None = None
+    probe_seed: int = 0
     # compositional: an items file (image, caption, negatives[, type]); see `mmcl data make-compositional`
     compositional: str | None = None
     # dense_probe: the segmentation-mask column (PNG of class indices); a per-pixel linear probe on the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .paths import resolve_path
-from .schema import Recipe, TextConfig, VisionConfig
+from .schema import EvalDatasetConfig, Recipe, TextConfig, VisionConfig
 
 
 def _check(cond: bool, message: str) -> None:
@@ -169,32 +169,51 @@ def _validate_eval(recipe: Recipe) -> None:
     _check(d.caption_separator != "", "data.caption_separator must be a non-empty string (or null)")
     synth_root = Path(d.synthetic.root).resolve() if d.synthetic else None
     for i, ds in enumerate(recipe.eval.datasets):
-        key = f"eval.datasets[{i}]"
-        _check(bool(ds.path), f"{key}.path is required")
-        _check(bool(ds.tasks), f"{key}.tasks is empty; list the tasks to run (see mmcl.list_tasks())")
         will_exist = synth_root is not None and Path(ds.path).resolve().is_relative_to(synth_root)
-        for attr in ("path", "train_path"):  # any format: a file, a folder or a shard pattern
-            value = getattr(ds, attr)
-            if value is not None and not will_exist:
-                _check_exists(value, f"{key}.{attr}")
-        for attr in ("classnames", "templates", "compositional"):
-            value = getattr(ds, attr)
-            if value is not None and not will_exist:
-                _check(Path(value).is_file(), f"{key}.{attr}: file not found: {value}")
-        _check(ds.dense_probe_epochs >= 1, f"{key}.dense_probe_epochs must be >= 1, got {ds.dense_probe_epochs}")
-        _check(
-            ds.dense_probe_size is None or ds.dense_probe_size >= 16,
-            f"{key}.dense_probe_size must be >= 16 (or null: the tower's input size), got {ds.dense_probe_size}",
-        )
-        _check(
-            bool(ds.finetune_fractions) and all(0 < f <= 1 for f in ds.finetune_fractions),
-            f"{key}.finetune_fractions must be a non-empty list of fractions in (0, 1], got {ds.finetune_fractions}",
-        )
-        _check(
-            ds.finetune_epochs >= 1 and ds.finetune_lr > 0,
-            f"{key}: finetune_epochs must be >= 1 and finetune_lr > 0",
-        )
-        _check(ds.knn_k >= 1 and ds.knn_temperature > 0, f"{key}: knn_k must be >= 1 and knn_temperature > 0")
+        validate_eval_dataset(ds, f"eval.datasets[{i}]", will_exist)
+
+
+def validate_eval_dataset(ds: EvalDatasetConfig, key: str, will_exist: bool = False) -> None:
+    """The values of one evaluation dataset entry (a recipe's, or the one ``mmcl eval TASK`` builds).
+
+    Args:
+        will_exist: its files are generated before evaluation (a synthetic corpus): not looked for.
+    """
+    _check(bool(ds.path), f"{key}.path is required")
+    _check(bool(ds.tasks), f"{key}.tasks is empty; list the tasks to run (see mmcl.list_tasks())")
+    for attr in ("path", "train_path", "val_path"):  # any format: a file, a folder or a shard pattern
+        value = getattr(ds, attr)
+        if value is not None and not will_exist:
+            _check_exists(value, f"{key}.{attr}")
+    for attr in ("classnames", "templates", "compositional"):
+        value = getattr(ds, attr)
+        # classnames / templates may also name a shipped list (cifar10): the zeroshot task checks those
+        shipped = attr != "compositional" and not Path(value or "").suffix and "/" not in (value or "")
+        if value is not None and not will_exist and not shipped:
+            _check(Path(value).is_file(), f"{key}.{attr}: file not found: {value}")
+    _check(
+        bool(ds.recall_k) and all(k >= 1 for k in ds.recall_k),
+        f"{key}.recall_k must be a non-empty list of integers >= 1, got {ds.recall_k}",
+    )
+    _check(ds.k_shot is None or ds.k_shot >= 1, f"{key}.k_shot must be >= 1 (or null), got {ds.k_shot}")
+    _check(
+        ds.weight_decays is None or (bool(ds.weight_decays) and all(w >= 0 for w in ds.weight_decays)),
+        f"{key}.weight_decays must be a non-empty list of numbers >= 0 (or null), got {ds.weight_decays}",
+    )
+    _check(ds.dense_probe_epochs >= 1, f"{key}.dense_probe_epochs must be >= 1, got {ds.dense_probe_epochs}")
+    _check(
+        ds.dense_probe_size is None or ds.dense_probe_size >= 16,
+        f"{key}.dense_probe_size must be >= 16 (or null: the tower's input size), got {ds.dense_probe_size}",
+    )
+    _check(
+        bool(ds.finetune_fractions) and all(0 < f <= 1 for f in ds.finetune_fractions),
+        f"{key}.finetune_fractions must be a non-empty list of fractions in (0, 1], got {ds.finetune_fractions}",
+    )
+    _check(
+        ds.finetune_epochs >= 1 and ds.finetune_lr > 0,
+        f"{key}: finetune_epochs must be >= 1 and finetune_lr > 0",
+    )
+    _check(ds.knn_k >= 1 and ds.knn_temperature > 0, f"{key}: knn_k must be >= 1 and knn_temperature > 0")
 
 
 def _validate_model(recipe: Recipe) -> None:

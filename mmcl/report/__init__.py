@@ -67,9 +67,9 @@ def _pct(value) -> str:
 
 
 def _headline(task: str, metrics) -> list[str]:
-    from ..eval.runner import HEADLINE
+    from ..eval.tasks import headline
 
-    names = HEADLINE.get(task) or [m for m in metrics if "acc" in m or "recall@" in m]
+    names = headline(task, metrics) or [m for m in metrics if "acc" in m or "recall@" in m]
     return [m for m in names if m in metrics and m not in NOT_PLOTTED]
 
 

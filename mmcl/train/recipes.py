@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ..data.samplers import check_sampler
-from ..data.sources import SOURCES
+from ..data.sources import check_source
 from ..errors import ConfigError
 from ..eval.checks import check_eval
 from ..losses.checks import check_loss
@@ -26,8 +26,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
     """Check that the parts of ``recipe`` fit together (raises :class:`ConfigError` naming the key
     and the valid choices). Cheap; :class:`~mmcl.train.Trainer` calls it too. Returns ``recipe``."""
     d, t = recipe.data, recipe.train
-    if d.source not in SOURCES:
-        raise ConfigError(f"data.source: {d.source!r} is not a data source; valid choices: {', '.join(SOURCES)}")
+    check_source(d.source)
     check_sampler(d, recipe.model.kind)
     check_model(recipe.model)
     check_loss(recipe)

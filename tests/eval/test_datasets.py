@@ -13,7 +13,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from mmcl.errors import ConfigError
 from mmcl.eval.datasets import detect_kind, open_dataset, resolve_list
 from mmcl.eval.encode import encode_dataset
-from mmcl.eval.export import write_clip_benchmark_wds
+
+from .clip_benchmark_wds import write_clip_benchmark_wds
 
 
 class PixelAdapter:
@@ -164,7 +165,7 @@ def test_shipped_class_names_and_templates(tmp_path):
 def test_unknown_paths_and_kinds(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         open_dataset(tmp_path / "nope.csv")
-    with pytest.raises(ConfigError, match="choose one of: auto, csv, jsonl, folder, wds, hf"):
+    with pytest.raises(ConfigError, match="not a data source; valid choices: auto, csv, folder, hf, jsonl, wds"):
         open_dataset(tmp_path, kind="tfds")
     (tmp_path / "wds" / "train").mkdir(parents=True)
     (tmp_path / "wds" / "train" / "nshards.txt").write_text("1")

@@ -125,7 +125,7 @@ def test_recipe_validation_of_probe_tasks(tiny_corpus, tmp_path):
     with pytest.raises(ConfigError, match="the knn task needs train_path"):
         recipe_from_dict(d)
     d["eval"]["datasets"][0]["tasks"] = ["compositional"]
-    with pytest.raises(ConfigError, match="needs a compositional items file"):
+    with pytest.raises(ConfigError, match="the compositional task needs compositional"):
         recipe_from_dict(d)
     d["eval"]["datasets"][0]["tasks"] = ["kNN"]
     with pytest.raises(ConfigError, match="valid choices: zeroshot, retrieval, knn, linear_probe, compositional"):

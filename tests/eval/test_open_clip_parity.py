@@ -13,8 +13,9 @@ import torch
 from mmcl.cli import main
 from mmcl.data.synthetic import make_corpus
 from mmcl.eval.datasets import open_dataset
-from mmcl.eval.export import write_clip_benchmark_wds
 from mmcl.recipe import SyntheticConfig
+
+from .clip_benchmark_wds import write_clip_benchmark_wds
 
 TINY_OPEN_CLIP = {
     "embed_dim": 32,

@@ -14,9 +14,9 @@ import torch
 from mmcl.cli import main
 from mmcl.data.synthetic import make_corpus
 from mmcl.eval.datasets import open_dataset
-from mmcl.eval.export import write_clip_benchmark_wds
 from mmcl.recipe import SyntheticConfig
 
+from ..eval.clip_benchmark_wds import write_clip_benchmark_wds
 from .conftest import tiny_model
 
 REPEATED = ["a red shape", "a blue circle above a square", "two shapes", "a small star"]

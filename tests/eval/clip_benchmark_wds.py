@@ -1,5 +1,6 @@
-"""Write an evaluation dataset in CLIP_benchmark's WebDataset layout, so CLIP_benchmark itself
-(``--dataset wds/NAME --dataset_root DIR``) and mmcl read the same bytes."""
+"""Test helper: write an evaluation dataset in CLIP_benchmark's WebDataset layout, so CLIP_benchmark
+itself (``--dataset wds/NAME --dataset_root DIR``) and mmcl read the same bytes (parity tests, and
+the WebDataset fixtures of the source and task tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from ..data.evalsets import EvalDataset
+from mmcl.data.evalsets import EvalDataset
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
