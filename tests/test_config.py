@@ -55,7 +55,10 @@ BAD = [
     (lambda d: d["loss"].update(kwargs={"temperature": 0.1}), "valid keys: label_smoothing, chunk_size. loss.kwargs"),
     (lambda d: d["loss"].update(kwargs={"label_smoothing": 2}), "label_smoothing must be in [0, 1)"),
     (lambda d: d["eval"]["datasets"][0].update(tasks=["linear"]), "valid choices: zeroshot, retrieval"),
-    (lambda d: d["eval"]["datasets"][0].update(templates=None), "the zeroshot task needs templates"),
+    (
+        lambda d: d["eval"]["datasets"][0].update(classnames="cifar11"),
+        "classnames 'cifar11': not a file, nor a shipped benchmark",
+    ),
     (lambda d: d["train"].update(stop_at_step=99), "train.stop_at_step must be in [1, train.steps=4]"),
     (lambda d: d.update(data=[1, 2]), "data: expected a mapping with keys"),
     (

@@ -16,8 +16,8 @@ import mmcl
 from mmcl.errors import ConfigError
 from mmcl.eval.adapters import MmclAdapter
 from mmcl.recipe import recipe_from_dict
-from mmcl.train.recipes import check_recipe
 from mmcl.train import latest_checkpoint
+from mmcl.train.recipes import check_recipe
 
 from ..conftest import TINY_VIT, run_one_and_two_processes, ssl_recipe_dict
 

@@ -263,7 +263,8 @@ def test_unsupported_set_ups_are_named(tiny_corpus, negatives_corpus, tmp_path):
     path, _ = negatives_corpus
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     data["loss"] = {"name": "siglip"}
-    with pytest.raises(ConfigError, match="negatives_key: hard-negative captions are scored by loss.name: cluster_infonce, infonce"):
+    scored_by = "negatives_key: hard-negative captions are scored by loss.name: cluster_infonce, infonce"
+    with pytest.raises(ConfigError, match=scored_by):
         check_recipe(recipe_from_dict(data))
     data = negclip_recipe(tiny_corpus, path, tmp_path / "r")
     for bad in (0.0, 1.5):
