@@ -2,7 +2,8 @@
 
 Public API:
     load_recipe, check_recipe, Recipe       recipes: read and check (ConfigError for a user's mistake)
-    list_backends, list_losses              what the registries hold
+    list_sources, list_backends,            what the registries hold: data sources, model backends,
+    list_losses, list_tasks                 losses, evaluation tasks
     create_model, DualEncoder               timm vision tower + HF text tower
     create_loss, list_losses                registered contrastive losses
     Trainer, load_run                       train from a recipe; rebuild a trained model
