@@ -147,3 +147,14 @@ def test_no_function_is_longer_than_the_limit(limit):
 def test_trainer_module_stays_short():
     n = len((MMCL / "train" / "trainer.py").read_text().splitlines())
     assert n <= 350, f"mmcl/train/trainer.py has {n} lines; move what is not the loop out"
+
+
+def test_the_recipe_layer_names_no_loss():
+    """The recipe is checked by asking the losses what they need; the recipe code names none of them."""
+    import re
+
+    import mmcl
+
+    text = "\n".join(p.read_text() for p in sorted((MMCL / "recipe").glob("*.py")))
+    named = [name for name in mmcl.list_losses() if re.search(rf"\b{name}\b", text)]
+    assert not named, f"mmcl/recipe/ names the losses {named}"

@@ -2,7 +2,7 @@
 needs). Importing this package registers all of them."""
 
 from ..models.momentum import momentum_update  # re-exported: it lived here before
-from .base import LOSSES, ContrastiveLoss, create_loss, list_losses, register_loss
+from .base import DEFAULT_LOSS, LOSSES, ContrastiveLoss, create_loss, list_losses, register_loss
 from .cluster_infonce import ClusterGuidedInfoNCE
 from .dcl import DCLLoss, DCLWLoss
 from .densecl import DenseCLLoss
@@ -15,6 +15,7 @@ from .supcon import SupConLoss
 from .triplet import TripletLoss
 
 __all__ = [
+    "DEFAULT_LOSS",
     "LOSSES",
     "ClusterGuidedInfoNCE",
     "ContrastiveLoss",

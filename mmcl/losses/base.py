@@ -64,6 +64,7 @@ class ContrastiveLoss(nn.Module):
 
 
 LOSSES: Registry[type] = Registry("loss")
+DEFAULT_LOSS = "infonce"  # what a recipe without loss.name trains with (CLIP's loss)
 
 
 def register_loss(name: str):

@@ -12,7 +12,7 @@ import inspect
 from ..data.samplers import get_sampler
 from ..errors import ConfigError
 from ..recipe import Recipe
-from .base import LOSSES, ContrastiveLoss, create_loss, list_losses
+from .base import DEFAULT_LOSS, LOSSES, ContrastiveLoss, create_loss, list_losses
 
 
 def _kwargs_hint(name: str) -> str:
@@ -43,6 +43,8 @@ def check_loss(recipe: Recipe) -> ContrastiveLoss:
         ConfigError: naming the key and the valid choices.
     """
     lo, m, d = recipe.loss, recipe.model, recipe.data
+    if lo.name is None:
+        lo.name = DEFAULT_LOSS  # resolved once, so the run folder's recipe.yaml names it
     if lo.name not in LOSSES:
         raise ConfigError(f"loss.name: unknown loss {lo.name!r}; valid choices: {', '.join(list_losses())}")
     try:

@@ -71,8 +71,8 @@ class DataConfig:
     caption_key: str | None = None
     label_key: str | None = None  # an integer label column/member (SupCon, probes); optional
     image2_key: str | None = None  # a second image column/member: paired image modalities
-    # hard-negative captions per row (CSV/JSONL; NegCLIP-style training with loss infonce): each
-    # image is also scored against one of them (`mmcl data make-compositional --merge` writes them)
+    # hard-negative captions per row (CSV/JSONL; NegCLIP-style training, with a loss that takes
+    # them): each image is also scored against one of them (`mmcl data make-compositional --merge` writes them)
     negatives_key: str | None = None
     # the share of rows that carry their hard-negative caption in a step, drawn per row and epoch
     # (seeded): each negative is one more caption through the text tower, so fewer cost less time
@@ -94,7 +94,7 @@ class DataConfig:
     batch_size: int = 64  # per process
     num_workers: int = 0
     # map-style sources: "random" (a seeded permutation); "clusters": stretches of each epoch drawn
-    # from neighbouring clusters of a cluster_infonce loss, so hard negatives share a batch
+    # from neighbouring clusters of a loss that clusters samples, so hard negatives share a batch
     # (mmcl.negatives.ClusterBatchSampler; sampler_kwargs: clusters_per_block, block); "caption_edits":
     # each caption beside a training caption one minimal edit away (words reordered, or one word
     # replaced), a compositional hard negative at no extra cost (mmcl.negatives.CaptionEditBatchSampler,
@@ -151,9 +151,10 @@ class ModelConfig:
     # linear (CLIP), mlp (Linear-GELU-Linear), simclr (Linear-BN-ReLU-Linear-BN, SimCLR's head),
     # mocov2 (Linear-ReLU-Linear, MoCo v2's head)
     head: Literal["linear", "mlp", "simclr", "mocov2"] = "linear"
-    # image_image: a momentum (EMA) key encoder with this momentum (MoCo: 0.999; needs loss moco)
+    # image_image: a momentum (EMA) key encoder with this momentum (MoCo: 0.999; for a loss that scores
+    # against its keys)
     momentum: float | None = None
-    # image_image: a dense head (1x1-conv MLP at every feature-map location) for loss densecl
+    # image_image: a dense head (1x1-conv MLP at every feature-map location) for a dense loss
     dense: bool = False
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
@@ -165,7 +166,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "infonce"
+    # a registered loss (mmcl.list_losses()); null: the losses' default (mmcl.losses.DEFAULT_LOSS)
+    name: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
