@@ -158,3 +158,14 @@ def test_symmetric_two_view_losses_train_image_text_and_the_others_are_refused(t
         data["loss"] = {"name": name}
         with pytest.raises(ConfigError, match=f"'{name}' is a two-view loss .* image-text training needs one of: .*"):
             load_recipe(write(tmp_path, data))
+
+
+def test_a_corpus_the_run_generates_need_not_exist_when_the_recipe_is_checked(tmp_path, monkeypatch):
+    """The quickstart generates its corpus at start-up: its recipe, which names the corpus's files for
+    training and evaluation (class names and templates included), checks before they exist."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)  # the recipe's data/shapes is relative: nothing there yet
+    root = Path(__file__).resolve().parents[1]
+    r = load_recipe(root / "recipes" / "quickstart.yaml")
+    assert not (tmp_path / "data").exists() and r.eval.datasets[0].classnames == "data/shapes/classnames.txt"

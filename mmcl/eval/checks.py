@@ -12,17 +12,17 @@ from ..recipe import EvalDatasetConfig, Recipe
 from .tasks import get_task, ordered_tasks
 
 
-def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False) -> None:
+def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False, generated: bool = False) -> None:
     """Raise :class:`ConfigError` when an evaluation dataset entry cannot run: an unknown source or
     task, a key a task needs, a task's own check, a text task on an image-only model, data a task
-    cannot read."""
+    cannot read. ``generated``: the data is a corpus the run generates before training (its files
+    do not exist yet), so the tasks' own checks of the files wait for the run."""
     check_source(ds.kind, f"{key}.kind")
     tasks = [get_task(name, f"{key}.tasks") for name in ds.tasks]
     for task in tasks:
         for need in task.needs:
             if getattr(ds, need.key) is None:
                 raise ConfigError(f"{key}: the {task.name} task needs {need.key} ({need.what})")
-        task.check(ds, key)
     if image_only:
         bad = sorted(t.name for t in tasks if t.text_tower)
         if bad:
@@ -30,6 +30,9 @@ def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False
             raise ConfigError(
                 f"{key}.tasks: {bad} need a text tower; an image_image model supports: {', '.join(image_tasks)}"
             )
+    if not generated:
+        for task in tasks:
+            task.check(ds, key)
     # a source restriction can be checked once the format is known (a generated corpus may not exist yet)
     kind = ds.kind
     if kind == "auto" and (Path(ds.path).exists() or Path(ds.path).suffix):
@@ -47,5 +50,8 @@ def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False
 def check_eval(recipe: Recipe) -> None:
     """Raise :class:`ConfigError` for an ``eval.datasets`` entry that cannot run."""
     image_only = recipe.model.kind == "image_image"
+    synthetic = recipe.data.synthetic
+    root = Path(synthetic.root).resolve() if synthetic is not None else None
     for i, ds in enumerate(recipe.eval.datasets):
-        check_eval_dataset(ds, f"eval.datasets[{i}]", image_only)
+        generated = root is not None and Path(ds.path).resolve().is_relative_to(root)
+        check_eval_dataset(ds, f"eval.datasets[{i}]", image_only, generated)
