@@ -14,10 +14,10 @@ from ..data.sources import build_train_data
 from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..models import create_model, text_model_config
-from ..recipe import Recipe
+from ..recipe import Recipe, recipe_to_dict
 from .optim import create_optimizer, create_scheduler
 from .signals import WorkerSignals
-from .tracking import JSONLTracker
+from .tracking import make_trackers
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -26,7 +26,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise ConfigError(
             "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
         )
-    trackers = [JSONLTracker(recipe.run_dir) if name == "jsonl" else name for name in t.trackers]
+    trackers = make_trackers(t.trackers, recipe.run_dir, recipe.name, recipe_to_dict(recipe))
     # Accelerate keeps one global state per process; a second Trainer in the same process (a
     # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
     AcceleratorState._reset_state(reset_partial_state=False)

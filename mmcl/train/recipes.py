@@ -17,9 +17,7 @@ from ..eval.checks import check_eval
 from ..losses.checks import check_loss
 from ..models.backends import check_model
 from ..recipe import Recipe, read_recipe
-
-# metrics destinations: mmcl's own JSONL writer (RUN_DIR/metrics.jsonl) and TensorBoard
-TRACKERS = ("jsonl", "tensorboard")
+from .tracking import check_trackers
 
 
 def check_recipe(recipe: Recipe) -> Recipe:
@@ -31,9 +29,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
     check_model(recipe.model)
     check_loss(recipe)
     check_eval(recipe)
-    bad = [name for name in t.trackers if name not in TRACKERS]
-    if bad:
-        raise ConfigError(f"train.trackers: {bad[0]!r} is not valid; valid choices: {', '.join(TRACKERS)}")
+    check_trackers(t.trackers)
     if d.negatives_key is not None and t.accumulation_steps != 1:
         raise ConfigError("data.negatives_key does not support train.accumulation_steps > 1 yet; valid value: 1")
     return recipe
