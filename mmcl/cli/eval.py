@@ -20,6 +20,8 @@ COMMANDS = ("run", *(n for t in ordered_tasks() for n in (t, *get_task(t).aliase
 EVAL_EPILOG = textwrap.dedent("""\
     models (--model):
       runs/quickstart                   an mmcl run folder (--pretrained: a checkpoint folder in it)
+      recipes/quickstart.yaml           a recipe: its model before training (random init, or the weights it
+                                        names; seeded by train.seed): the baseline of a run
       ViT-B-32 --pretrained w.pt        an open_clip architecture with a local weights file
       --model-config cfg.json           an open_clip model-config JSON (timm + HF towers work)
       path/to/hf_clip                   a transformers CLIP/SigLIP/VisionTextDualEncoder folder
@@ -40,7 +42,12 @@ EVAL_EPILOG = textwrap.dedent("""\
 
 def _model_args(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="an mmcl run folder, an HF CLIP folder, or an open_clip name")
+    g.add_argument(
+        "--model",
+        required=True,
+        help="an mmcl run or pretrained folder, a recipe YAML (its model untrained: a baseline), "
+        "an HF CLIP folder, or an open_clip name",
+    )
     g.add_argument("--pretrained", help="mmcl: checkpoint folder (default: the run's latest); open_clip: weights file")
     g.add_argument(
         "--model-type",
@@ -68,7 +75,11 @@ def _dataset_args(p, task) -> None:
     g.add_argument("--image-key", help="image column / key (default: filepath, image, ...)")
     g.add_argument("--caption-key", help="caption column (default: title, caption, text, ...; WebDataset: txt)")
     g.add_argument("--label-key", help="label column (default: label)")
-    g.add_argument("--max-items", type=int, help="use only the first N images (of every set read)")
+    g.add_argument(
+        "--max-items",
+        type=int,
+        help="use only the first N images of --dataset (and of --val); a training set has --train-max-items",
+    )
 
 
 def _output_args(p) -> None:
@@ -195,7 +206,6 @@ def dataset_entry(args, task):
             caption_key=args.caption_key,
             label_key=args.label_key,
             max_items=args.max_items,
-            train_max_items=args.max_items,
         )
     values.update({a.dest: getattr(args, a.dest) for a in task.arguments if getattr(args, a.dest) is not None})
     if any(need.key == "train_path" for need in task.needs):

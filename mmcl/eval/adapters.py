@@ -5,7 +5,8 @@ L2-normalised float32 on the CPU-or-GPU device the model lives on, plus ``prepro
 -> pixel tensor, the model's own eval transform), ``name`` and ``pretrained`` (recorded in result
 files, as CLIP_benchmark does). Three adapters cover the models users bring:
 
-- :class:`MmclAdapter`: a run folder written by ``mmcl train`` (any checkpoint in it);
+- :class:`MmclAdapter`: a run folder written by ``mmcl train`` (any checkpoint in it), a
+  pretrained folder, or a recipe YAML (the model it describes, before training: a baseline);
 - :class:`OpenClipAdapter`: an open_clip architecture with a local weights file, or a model object;
 - :class:`HFClipAdapter`: a transformers ``CLIPModel``/``SiglipModel``/``VisionTextDualEncoderModel``
   folder.
@@ -107,6 +108,42 @@ class MmclAdapter(_Adapter):
             pretrained=Path(ckpt).name,
         )
         adapter.recipe, adapter.checkpoint = recipe, Path(ckpt)
+        return adapter
+
+    @classmethod
+    def from_recipe(cls, path: str | Path, device=None) -> MmclAdapter:
+        """The model a recipe describes before any training: the baseline of a run.
+
+        Built as ``mmcl train`` builds it, with the recipe's seed (``train.seed``), so it is the
+        model the run starts from: random init, or the weights the recipe names
+        (``model.vision.weights``, a pretrained text tower ``model.text.path``, ``model.init_from``);
+        with the recipe's tokenizer and eval transform. Named ``<recipe name> (random init)`` in
+        result records when no tower loads weights, ``<recipe name> (init)`` otherwise; ``pretrained``
+        says where each tower's weights came from. The global random state is left as it was.
+        """
+        from ..data import Tokenize, image_transforms, load_tokenizer
+        from ..models import create_model, text_model_config
+        from ..models.backends import check_model
+        from ..models.factory import weights_summary
+        from ..recipe import read_recipe
+
+        recipe = read_recipe(path)
+        m = recipe.model
+        check_model(m)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.train.seed)
+            if m.kind == "image_image":
+                model, tokenize = create_model(m), None
+            else:
+                text_config = text_model_config(m.text)
+                tokenize = Tokenize(load_tokenizer(m.text), m.text.max_length)
+                model = create_model(m, text_config=None if m.text.path else text_config)
+        _, eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)
+        init = weights_summary(model)
+        random = not m.init_from and all(part.endswith("random init") for part in init.split("; "))
+        name = f"{recipe.name} ({'random init' if random else 'init'})"
+        adapter = cls(model, tokenize, eval_tf, device or default_device(), name=name, pretrained=f"init: {init}")
+        adapter.recipe = recipe
         return adapter
 
     @classmethod
@@ -247,11 +284,19 @@ class HFClipAdapter(_Adapter):
         return _features(self.model.get_text_features(**batch))
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def is_recipe_file(model: str) -> bool:
+    """A recipe YAML given as the model: evaluate the model it describes, untrained."""
+    return Path(model).suffix in RECIPE_SUFFIXES and Path(model).is_file()
+
+
 def detect_model_type(model: str) -> str:
     from ..models.pretrained import _is_pretrained_dir
 
     path = Path(model)
-    if (path / "recipe.yaml").is_file() or _is_pretrained_dir(path):
+    if is_recipe_file(model) or (path / "recipe.yaml").is_file() or _is_pretrained_dir(path):
         return "mmcl"
     if (path / "config.json").is_file():
         return "hf"
@@ -265,7 +310,8 @@ def load_adapter(
     model_config: str | None = None,
     device=None,
 ):
-    """An adapter for ``model``: an mmcl run folder, an HF model folder, or an open_clip name.
+    """An adapter for ``model``: an mmcl run folder, an mmcl pretrained folder, a recipe YAML (its
+    model before training: :meth:`MmclAdapter.from_recipe`), an HF model folder, or an open_clip name.
 
     ``pretrained`` is a checkpoint folder for mmcl runs, and a weights file for open_clip.
     """
@@ -276,6 +322,14 @@ def load_adapter(
         kind = "open_clip"
     if kind == "mmcl":
         from ..models.pretrained import _is_pretrained_dir
+
+        if is_recipe_file(model):
+            if pretrained is not None:
+                raise ConfigError(
+                    f"--pretrained names a checkpoint of a run folder; {model} is a recipe, evaluated at its "
+                    "initial weights (train it, then pass the run folder)"
+                )
+            return MmclAdapter.from_recipe(model, device)
 
         if _is_pretrained_dir(Path(model)):
             if pretrained is not None:

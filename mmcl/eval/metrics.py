@@ -446,6 +446,45 @@ def attribute_recall_at_1(
     }
 
 
+def group_recall_at_k(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    image_groups: list[str],
+    text_groups: list[str],
+    ks: tuple[int, ...] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Recall@k where a hit is a retrieved item of the query's group (an equal group key: the
+    class of captions built from labels, the attributes a caption names), not only its own pair.
+
+    Returns:
+        image_retrieval_group_recall@k: mean over captions of [one of its top k images is of its group];
+        text_retrieval_group_recall@k: mean over images of [one of its top k captions is of its group].
+        The top k is ``torch.topk``'s, as in :func:`retrieval_metrics`; a k above the number of
+        candidates takes them all.
+    """
+    ids: dict[str, int] = {}
+    img = torch.tensor([ids.setdefault(g, len(ids)) for g in image_groups], device=image_features.device)
+    txt = torch.tensor([ids.setdefault(g, len(ids)) for g in text_groups], device=image_features.device)
+
+    def hits(queries, candidates, query_groups, candidate_groups) -> dict[int, torch.Tensor]:
+        top = min(max(ks), candidates.shape[0])
+        found = []
+        for s in range(0, queries.shape[0], chunk_size):
+            idx = (queries[s : s + chunk_size] @ candidates.T).topk(top, dim=1).indices
+            same = candidate_groups[idx] == query_groups[s : s + chunk_size, None]
+            found.append(same.cumsum(1) > 0)  # [a hit within the first j + 1]
+        found = torch.cat(found)
+        return {k: int(found[:, min(k, top) - 1].sum()) / found.shape[0] for k in ks}
+
+    with _FullFloat32Matmul():
+        t2i = hits(text_features, image_features, txt, img)
+        i2t = hits(image_features, text_features, img, txt)
+    out = {f"image_retrieval_group_recall@{k}": t2i[k] for k in ks}
+    out.update({f"text_retrieval_group_recall@{k}": i2t[k] for k in ks})
+    return out
+
+
 def duplicate_fraction(keys: list[str]) -> float:
     """Fraction of items whose key occurs more than once."""
     from collections import Counter

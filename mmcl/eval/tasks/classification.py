@@ -8,9 +8,18 @@ from .base import Arg, EvalTask, Need
 
 CLASSIFICATION_HEADLINE = ("acc1", "acc5", "mean_per_class_recall")
 
+# the recipe key train_max_items: the same limit, so a run's evaluation and this command agree
+TRAIN_LIMIT = Arg(
+    ("--train-max-items",),
+    "train_max_items",
+    "use only the first N images of --train (default: all; a recipe's eval.datasets[].train_max_items). "
+    "--max-items limits --dataset only",
+    {"type": int},
+)
 TRAIN_ARGS = (
     Arg(("--train",), "train_path", "the labelled training set (default: --dataset, with --train-split)"),
     Arg(("--train-split",), "train_split", "split of --train for WebDataset/HF data (default: train)"),
+    TRAIN_LIMIT,
 )
 TRAINING_SET = Need("train_path", "a labelled training set")
 

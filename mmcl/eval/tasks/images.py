@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import register_task
 from .base import Arg, EvalTask, Need, recall_headline
-from .classification import TRAIN_ARGS, TRAINING_SET
+from .classification import TRAIN_ARGS, TRAIN_LIMIT, TRAINING_SET
 
 TABLES = ("csv", "jsonl")  # read through the CSV/JSONL row readers
 
@@ -43,6 +43,7 @@ class DenseProbe(EvalTask):
     headline = ("pixel_acc", "mean_iou", "foreground_iou")
     arguments = (
         TRAIN_ARGS[0],
+        TRAIN_LIMIT,
         Arg(("--mask-key",), "mask_key", "the column of segmentation masks (PNGs of class indices)"),
         Arg(("--epochs",), "dense_probe_epochs", "epochs of the probe (default 30)", {"type": int}),
         Arg(
