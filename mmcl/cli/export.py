@@ -13,8 +13,12 @@ EPILOG = textwrap.dedent("""\
       models/quickstart                 an mmcl pretrained folder (written by `mmcl export pretrained`)
       exported/oc                       an open_clip folder (open_clip_config.json + weights)
 
+    Both write a model card (README.md): licence, training datasets, base models, the run's evaluation
+    of these weights in the Hub's model-index format, the recipe, and how to load the model.
+
     examples:
       mmcl export pretrained runs/quickstart models/quickstart
+      mmcl export pretrained runs/quickstart models/quickstart --license mit --dataset someone/shapes
       mmcl export open_clip runs/quickstart exported/oc
       mmcl export pretrained exported/oc models/from_open_clip
     """)
@@ -54,6 +58,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             help="run folders: the EMA weights or the trained ones (default auto: the EMA when the run kept one, "
             "as training evaluated it)",
         )
+    for q in (pre, oc):
+        card = q.add_argument_group("model card (README.md)")
+        card.add_argument(
+            "--license",
+            help="the licence id on the card (default: the source folder's card, else apache-2.0); "
+            "the training data's licences may call for another",
+        )
+        card.add_argument(
+            "--dataset",
+            dest="datasets",
+            action="append",
+            metavar="NAME",
+            help="a training dataset for the card, a Hub id where it has one; repeat for several "
+            "(default: the recipe's data.train, by name)",
+        )
+        card.add_argument(
+            "--base-model",
+            dest="base_models",
+            action="append",
+            metavar="REPO_ID",
+            help="a Hub model the weights started from; repeat for several (default: the recipe's, where Hub ids)",
+        )
+        card.add_argument("--no-card", action="store_true", help="write no README.md")
     oc.add_argument("--name", help="model-config name for open_clip.add_model_config (default: OUT's folder name)")
     oc.add_argument(
         "--format",
@@ -81,9 +108,14 @@ def run(args) -> int:
     if (args.checkpoint or args.weights != "auto") and not (Path(args.src) / "recipe.yaml").is_file():
         raise ConfigError("--checkpoint and --weights are for mmcl run folders")
     model = from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema)
+    from ..eval.tasks import headline
+
+    card = {"license": args.license, "datasets": args.datasets, "base_model": args.base_models, "headline": headline}
     if args.export_format == "pretrained":
-        out = model.save_pretrained(args.out)
+        out = model.save_pretrained(args.out, model_card=not args.no_card, **card)
         print(f"wrote {out}: mmcl.from_pretrained({str(out)!r}) loads it")
+        if not args.no_card:
+            print(f"  model card: {out / 'README.md'}")
         return 0
     from ..interop.open_clip import export_open_clip
 
@@ -108,5 +140,9 @@ def run(args) -> int:
         lines.append(
             f"  checked: open_clip's embeddings match mmcl's (max abs difference {result['max_abs_diff']:.2g})"
         )
+    if not args.no_card:
+        from ..models.card import write_model_card
+
+        lines.append(f"  model card: {write_model_card(model, out, open_clip=True, **card)}")
     print("\n".join(lines))
     return 0

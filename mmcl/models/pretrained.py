@@ -7,6 +7,8 @@ A pretrained folder holds everything needed to use or fine-tune a model, and not
     DIR/model.safetensors         all weights (towers, heads, logit scale and bias)
     DIR/tokenizer.json, ...       the tokenizer (``tokenizer.save_pretrained``)
     DIR/preprocessor_config.json  the eval transform: input_size, mean, std, interpolation, crop_pct
+    DIR/README.md                 the model card (:mod:`mmcl.models.card`): licence, datasets, results, usage
+    DIR/training_recipe.yaml      the recipe it was trained with, where known
 
 Loading reads weights from safetensors only (never a pickle), builds the text tower from a built-in
 transformers config class (never remote code), and touches the network only for an explicit Hub
@@ -30,6 +32,7 @@ from ..errors import ConfigError
 from ..recipe import AugmentConfig, ModelConfig
 from ..recipe.load import build_section
 from ..weights import load_safetensors_into
+from .card import remember_origin, write_model_card
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -50,6 +53,7 @@ HUB_PATTERNS = [
     "merges.txt",
     "*.model",  # sentencepiece
     "README.md",
+    "training_recipe.yaml",
 ]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -107,7 +111,17 @@ def _resolve_tokenizer(model, tokenizer):
     return load_tokenizer(text)
 
 
-def save_pretrained(model, save_directory: str | os.PathLike, tokenizer=None) -> Path:
+def save_pretrained(
+    model,
+    save_directory: str | os.PathLike,
+    tokenizer=None,
+    *,
+    model_card: bool = True,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: list[str] | None = None,
+    headline=None,
+) -> Path:
     """Write ``model`` as a pretrained folder (see the module docstring) and return its path.
 
     Args:
@@ -115,6 +129,11 @@ def save_pretrained(model, save_directory: str | os.PathLike, tokenizer=None) ->
         save_directory: created if needed; files of the same names are replaced.
         tokenizer: an HF tokenizer or :class:`~mmcl.data.Tokenize`; default: the one the model's
             config names (``model.text.tokenizer`` or ``model.text.path``).
+        model_card: write ``README.md`` (:func:`mmcl.models.card.write_model_card`): a model read
+            from a run folder brings the run's recipe and its evaluation of those weights.
+        license, datasets, base_model: the card's licence (default ``apache-2.0``), training
+            datasets and base models (default: the recipe's).
+        headline: ``(task, metrics) -> metric names`` the card lists (default: every score).
     """
     from safetensors.torch import save_model
 
@@ -128,6 +147,8 @@ def save_pretrained(model, save_directory: str | os.PathLike, tokenizer=None) ->
     # is what gets written, wherever it lives
     save_model(model, str(out / WEIGHTS_NAME))
     (out / PREPROCESSOR_NAME).write_text(json.dumps(preprocess_config(model), indent=2) + "\n")
+    if model_card:
+        write_model_card(model, out, license=license, datasets=datasets, base_model=base_model, headline=headline)
     config = {
         "model_type": MODEL_TYPE,  # not a transformers type: AutoConfig says so instead of guessing
         "mmcl_version": _version(),
@@ -148,53 +169,6 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-MODEL_CARD = """---
-library_name: mmcl
-tags:
-- mmcl
-- clip
-- contrastive-learning
-- zero-shot-image-classification
----
-
-# {name}
-
-A CLIP-style dual encoder trained with mmcl: timm vision tower `{vision}`, Hugging Face `{text}`
-text tower, {dim}-d embeddings. Weights are in safetensors; loading runs no remote code.
-
-```python
-import mmcl
-
-model, tokenize, preprocess = mmcl.load_pretrained("{repo_id}")
-image_embeds = model.encode_image(preprocess(image).unsqueeze(0))
-text_embeds = model.encode_text(**tokenize(["a photo of a cat"]))
-```
-"""
-
-
-IMAGE_MODEL_CARD = """---
-library_name: mmcl
-tags:
-- mmcl
-- contrastive-learning
-- self-supervised-learning
-- image-feature-extraction
----
-
-# {name}
-
-An image encoder trained with mmcl's image-image contrastive learning: timm tower `{vision}`,
-{dim}-d embeddings. Weights are in safetensors; loading runs no remote code.
-
-```python
-import mmcl
-
-model, _, preprocess = mmcl.load_pretrained("{repo_id}")
-features = model.features(preprocess(image).unsqueeze(0))  # backbone features (probes, transfer)
-```
-"""
-
-
 def push_to_hub(
     model,
     repo_id: str,
@@ -206,11 +180,16 @@ def push_to_hub(
     commit_message: str = "Upload mmcl model",
     create_repo: bool = True,
     model_card: bool = True,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+    base_model: list[str] | None = None,
 ):
     """Save ``model`` as a pretrained folder and upload it to the Hugging Face Hub.
 
     Uses ``huggingface_hub.HfApi.upload_folder``; ``token`` defaults to the logged-in user's.
-    A ``README.md`` model card is added unless ``model_card=False``. Returns the commit info.
+    A ``README.md`` model card (loading code naming ``repo_id``; licence, datasets, base models and
+    results as for :func:`save_pretrained`) is added unless ``model_card=False``. Returns the
+    commit info.
     """
     import tempfile
 
@@ -218,15 +197,9 @@ def push_to_hub(
 
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="mmcl-push-") as tmp:
-        save_pretrained(model, tmp, tokenizer=tokenizer)
+        save_pretrained(model, tmp, tokenizer=tokenizer, model_card=False)
         if model_card:
-            name, vision, dim = repo_id.split("/")[-1], model.cfg.vision.name, model.cfg.embed_dim
-            if _image_only(model):
-                card = IMAGE_MODEL_CARD.format(name=name, repo_id=repo_id, vision=vision, dim=dim)
-            else:
-                text = model.text.transformer.config.model_type
-                card = MODEL_CARD.format(name=name, repo_id=repo_id, vision=vision, text=text, dim=dim)
-            Path(tmp, "README.md").write_text(card)
+            write_model_card(model, tmp, repo_id, hub=True, license=license, datasets=datasets, base_model=base_model)
         if create_repo:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         return api.upload_folder(
@@ -310,6 +283,7 @@ def _load_pretrained_dir(path: Path):
     text_config = None if image_only else text_config_from_dict(config["text_config"])
     model = create_model(cfg, text_config=text_config, load_weights=False)
     load_safetensors_into(model, weights, strict=True)
+    remember_origin(model, path, "pretrained")
     return model
 
 
@@ -317,7 +291,8 @@ def _load_run(path: Path, checkpoint=None, ema: bool | None = None):
     from .run_folder import load_run  # builds models, like create_model
 
     # ema=None: the EMA when the checkpoint has one, which is what training evaluated
-    model, _, _, _ = load_run(path, checkpoint, ema=ema)
+    model, _, _, ckpt = load_run(path, checkpoint, ema=ema)
+    remember_origin(model, path, "run", ckpt, ema=(ckpt / "ema.safetensors").is_file() and ema is not False)
     return model
 
 
@@ -366,7 +341,9 @@ def _load_model(path, checkpoint=None, ema=None, revision=None):
     if (p / "open_clip_config.json").is_file():
         from .openclip.folder import import_open_clip  # builds models, like create_model
 
-        return import_open_clip(p)
+        model = import_open_clip(p)
+        remember_origin(model, p, "open_clip")
+        return model
     found = ", ".join(sorted(x.name for x in p.iterdir())[:10]) or "nothing"
     raise ConfigError(
         f"{p}: not a pretrained folder (config.json with architecture {ARCHITECTURE!r}), an mmcl run folder "
@@ -423,9 +400,9 @@ def load_pretrained(
 class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` on mmcl's models."""
 
-    def save_pretrained(self, save_directory: str | os.PathLike, tokenizer=None) -> Path:
-        """See :func:`mmcl.models.pretrained.save_pretrained`."""
-        return save_pretrained(self, save_directory, tokenizer=tokenizer)
+    def save_pretrained(self, save_directory: str | os.PathLike, tokenizer=None, **kwargs) -> Path:
+        """See :func:`mmcl.models.pretrained.save_pretrained` (``model_card``, ``license``, ...)."""
+        return save_pretrained(self, save_directory, tokenizer=tokenizer, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """See :func:`mmcl.models.pretrained.push_to_hub`."""

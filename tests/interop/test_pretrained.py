@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mmcl.errors import ConfigError
 from mmcl.interop import from_pretrained, load_pretrained, save_pretrained
@@ -187,3 +188,111 @@ def test_run_folders_load_with_their_ema_by_default(run_dir, tmp_path):
     loaded, tokenize, preprocess = load_pretrained(root, ema=False)
     assert tokenize.max_length == 24 and preprocess is not None
     assert state_equal(from_pretrained(save_pretrained(loaded, tmp_path / "pre")), model)
+
+
+RECORDS = [
+    {"dataset": "shapes-test", "task": "zeroshot", "metrics": {"acc1": 0.5, "acc5": 0.75, "num_items": 8}},
+    {
+        "dataset": "shapes-test",
+        "task": "retrieval",
+        "metrics": {
+            "image_retrieval_recall@1": 0.25,
+            "text_retrieval_recall@1": 0.375,
+            "image_retrieval_mean_rank": 3.5,
+        },
+    },
+]
+
+
+@pytest.fixture
+def evaluated_run(run_dir, tmp_path):
+    """A copy of ``run_dir`` whose step-4 checkpoint (its EMA) was evaluated, and an older results.json."""
+    import shutil
+
+    root = tmp_path / "evaluated"
+    shutil.copytree(run_dir[0], root)
+    (root / "eval").mkdir()
+    records = [{**r, "model": "tiny", "pretrained": "step-4", "step": 4} for r in RECORDS]
+    (root / "eval" / "step-0000004.json").write_text(json.dumps(records))
+    (root / "results.json").write_text(json.dumps([{**records[0], "step": 2}]))  # not these weights
+    return root
+
+
+def _card(folder):
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(folder / "README.md")
+
+
+def test_export_writes_a_card_the_hub_parser_reads(evaluated_run, tmp_path, capsys):
+    """Licence, datasets, base model and the run's results in the Hub's model-index, the recipe,
+    and how to load the model; read back with huggingface_hub's own card parser."""
+    from mmcl.cli import main
+
+    out = tmp_path / "pre"
+    args = ["export", "pretrained", str(evaluated_run), str(out), "--license", "mit", "--dataset", "someone/shapes"]
+    assert main([*args, "--base-model", "someone/start"]) == 0
+    assert f"model card: {out / 'README.md'}" in capsys.readouterr().out
+    card = _card(out)
+    data = card.data
+    assert data.license == "mit" and data.datasets == ["someone/shapes"] and data.base_model == "someone/start"
+    assert data.library_name == "mmcl" and data.pipeline_tag == "zero-shot-image-classification"
+    assert data.model_name == "tiny"
+    got = {(r.dataset_name, r.task_type, r.metric_type): r.metric_value for r in data.eval_results}
+    assert got == {  # the headline metrics of step 4 (the EMA the export wrote), not the older results.json
+        ("shapes-test", "zero-shot-image-classification", "acc1"): 0.5,
+        ("shapes-test", "zero-shot-image-classification", "acc5"): 0.75,
+        ("shapes-test", "image-text-retrieval", "image_retrieval_recall@1"): 0.25,
+        ("shapes-test", "image-text-retrieval", "text_retrieval_recall@1"): 0.375,
+    }
+    assert "| shapes-test | Zero-shot image classification | acc1 | 50.00% |" in card.text
+    assert f'mmcl.load_pretrained("{out}")' in card.text and f"mmcl export open_clip {out} OUT" in card.text
+    recipe = yaml.safe_load(card.text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert recipe == yaml.safe_load((evaluated_run / "recipe.yaml").read_text())
+    assert yaml.safe_load((out / "training_recipe.yaml").read_text()) == recipe
+
+    # defaults: apache-2.0 and the recipe's training data by name (never a local path)
+    assert main(["export", "pretrained", str(evaluated_run), str(tmp_path / "plain")]) == 0
+    plain = _card(tmp_path / "plain").data
+    assert plain.license == "apache-2.0" and plain.datasets == ["shapes0"] and plain.base_model is None
+    # the trained weights are not what the run evaluated (its EMA): no results, and the card says why
+    assert main(["export", "pretrained", str(evaluated_run), str(tmp_path / "raw"), "--weights", "model"]) == 0
+    raw = _card(tmp_path / "raw")
+    assert raw.data.eval_results is None and "the run evaluated the EMA of its weights" in raw.text
+    # a folder exported again keeps its card's facts
+    assert main(["export", "pretrained", str(out), str(tmp_path / "again")]) == 0
+    again = _card(tmp_path / "again").data
+    assert again.license == "mit" and again.datasets == ["someone/shapes"] and again.eval_results == data.eval_results
+    # an open_clip export's card loads it with open_clip
+    assert main(["export", "open_clip", str(evaluated_run), str(tmp_path / "oc"), "--no-verify"]) == 0
+    oc = _card(tmp_path / "oc")
+    assert oc.data.library_name == "open_clip" and oc.data.eval_results == data.eval_results
+    assert f'open_clip.create_model_and_transforms("local-dir:{tmp_path / "oc"}")' in oc.text
+
+
+def test_cards_of_changed_weights_and_of_the_hub(evaluated_run, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    model = from_pretrained(evaluated_run)
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)  # a fine-tune
+    card = _card(save_pretrained(model, tmp_path / "tuned"))
+    assert card.data.eval_results is None and "The weights changed after they were loaded" in card.text
+
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            uploaded["card"] = _card(Path(folder_path))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    from_pretrained(evaluated_run).push_to_hub("someone/tiny-clip", license="cc-by-4.0")
+    card = uploaded["card"]
+    assert card.data.license == "cc-by-4.0" and len(card.data.eval_results) == 4
+    assert 'mmcl.load_pretrained("someone/tiny-clip")' in card.text
