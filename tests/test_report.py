@@ -1,8 +1,12 @@
 """`mmcl report`: the HTML page, markdown summary and PNG plots of a run folder."""
 
 import base64
+import contextlib
+import io
 import json
+import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +23,9 @@ from mmcl.report.plots import plot_embedding_map
 from .conftest import tiny_recipe_dict
 
 CURVES = {"loss", "lr", "logit_scale", "throughput"}
-ALL_PLOTS = CURVES | {"eval_metrics", "recall_at_k", "embedding_map"}
+GALLERY = {"gallery_text_to_image", "gallery_image_to_text", "zeroshot_confusion"}
+ALL_PLOTS = CURVES | {"eval_metrics", "recall_at_k", "embedding_map"} | GALLERY
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +56,18 @@ def check_report(written: dict, plots: set[str]) -> str:
     return markdown
 
 
-def test_cli_report_on_a_trained_run(tiny_run, tmp_path, capsys):
-    out = tmp_path / "report"
-    assert main(["report", str(tiny_run), "--output", str(out), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def cli_report(tiny_run, tmp_path_factory):
+    """`mmcl report` on the tiny run: the report folder and what the command printed."""
+    out = tmp_path_factory.mktemp("cli-report") / "report"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["report", str(tiny_run), "--output", str(out), "--device", "cpu"]) == 0
+    return out, printed.getvalue()
+
+
+def test_cli_report_on_a_trained_run(tiny_run, cli_report):
+    out, printed = cli_report
     for name in ["report.html", "report.md", *(f"{p}.png" for p in ALL_PLOTS)]:
         assert f"wrote {out / name}" in printed
     written = {
@@ -143,3 +157,174 @@ def test_unlabelled_embeddings_are_coloured_by_cluster(tmp_path):
     assert what == "k-means cluster (k=3)"  # sqrt(18 / 2) clusters
     with Image.open(path) as image:
         assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10
+
+
+def test_labelled_embeddings_have_a_colour_and_a_legend_entry_per_class(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    labels = np.array([c for c in range(12) for _ in range(3)] + [-1, -1])
+    x = np.random.default_rng(0).normal(size=(len(labels), 8))
+    names = [f"shape {c}" for c in range(12)]
+    emb = EvalEmbeddings("labelled", x, labels, names, {"image_to_text": [1.0], "text_to_image": [1.0]}, 38, "s")
+    _, what = plot_embedding_map(tmp_path / "map.png", emb)
+    assert what == "class"
+    legend = saved[0].axes[0].get_legend()
+    entries = {t.get_text(): to_hex(h.get_facecolor()[0]) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert {f"shape {c} (3)" for c in range(12)} <= set(entries)
+    assert len({entries[f"shape {c} (3)"] for c in range(12)}) == 12  # a distinct colour per class
+    # more classes than the legend holds: the largest ones are named, and the title says so
+    _, what = plot_embedding_map(tmp_path / "map2.png", emb, max_legend=5)
+    assert what == "class; legend: the 5 largest of 12"
+
+
+def test_gallery_and_confusion_matrix_of_the_run(cli_report):
+    out, _ = cli_report
+    markdown = (out / "report.md").read_text()
+    assert "Retrieval gallery: text -> image" in markdown and "Zero-shot confusion matrix" in markdown
+    assert "a fixed sample (seed 0) of the encoded test items" in markdown
+    assert "labelled encoded images of test: true class in rows" in markdown
+
+
+def test_confusion_shows_the_most_confused_classes(tmp_path):
+    from mmcl.report.gallery import Confusion, confused_classes
+    from mmcl.report.plots import _palette, plot_confusion
+
+    counts = np.zeros((50, 50), dtype=int)
+    np.fill_diagonal(counts, 3)
+    for c in range(0, 48, 2):  # class c is taken for class c + 1, more often as c grows
+        counts[c, c + 1] = c // 2 + 1
+    counts[49, 49] = 0  # class 49: no image, no prediction
+    shown = confused_classes(counts, limit=20)
+    assert len(shown) == 20 and shown == sorted(shown)
+    assert {46, 47, 44, 45} <= set(shown) and 0 not in shown  # the largest confusions; the smallest left out
+    assert confused_classes(counts[:6, :6]) == [0, 1, 2, 3, 4, 5]
+    names = [f"class {i}" for i in range(50)]
+    path, what = plot_confusion(tmp_path / "c.png", Confusion("d", names, counts, int(counts.sum()), 0.5))
+    assert what == "the 20 of 49 classes in the most confusions"
+    with Image.open(path) as image:
+        assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10
+    colours = _palette(75)  # distinct for any number of classes
+    assert len({tuple(round(v, 4) for v in c) for c in colours}) == 75
+
+
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const rows = [...document.querySelectorAll('figure')].map(f => {
+    const img = f.querySelector('img'), r = img.getBoundingClientRect();
+    return [f.id, img.complete && img.naturalWidth > 0, img.naturalWidth, img.naturalHeight,
+            r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map(String).join(',');
+  });
+  document.body.setAttribute('data-probe', rows.join(';') + '|' + document.documentElement.scrollHeight);
+});
+</script></body>"""
+
+
+def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    flags += ["--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+    flags += [f"--user-data-dir={tmp_path / 'chromium-profile'}", "--force-device-scale-factor=1"]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium; CI installs it in .ci/run)"
+)
+def test_report_renders_in_headless_chromium(cli_report, tmp_path):
+    """The page as a browser draws it: every figure's image decodes, and a screenshot of the page
+    shows the gallery and the confusion matrix where the page puts them, as their PNGs."""
+    out, _ = cli_report
+    # a copy of the page that records where each figure's image is drawn and how large it decoded
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", PROBE))
+    url = probe.as_uri()
+    dom = _chromium(tmp_path, "--window-size=1200,900", "--virtual-time-budget=5000", "--dump-dom", url)
+    found = re.search(r'data-probe="([^"]*)"', dom.stdout)
+    assert found, f"no layout from Chromium: {dom.stderr[-1500:]}"
+    rows, height = found.group(1).split("|")
+    figures = {}
+    for row in rows.split(";"):
+        name, decoded, *numbers = row.split(",")
+        assert decoded == "true", f"{name}.png did not decode in Chromium"
+        figures[name] = [round(float(v)) for v in numbers]
+    assert set(figures) == ALL_PLOTS
+
+    shot = tmp_path / "page.png"
+    _chromium(tmp_path, f"--window-size=1200,{height}", f"--screenshot={shot}", url)
+    with Image.open(shot) as image:
+        page = np.asarray(image.convert("RGB")).astype(float)
+    assert page.shape[0] == int(height) and page.std() > 10  # not blank
+    for name in GALLERY:
+        width, tall, left, top, shown_w, shown_h = figures[name]
+        assert (width, tall) == Image.open(out / f"{name}.png").size
+        # the drawn image, inside its 1-pixel border, against the PNG scaled to the same size
+        drawn = page[top + 1 : top + shown_h - 1, left + 1 : left + shown_w - 1]
+        with Image.open(out / f"{name}.png") as png:
+            expected = np.asarray(png.convert("RGB").resize((drawn.shape[1], drawn.shape[0]))).astype(float)
+        assert len(np.unique(drawn.reshape(-1, 3), axis=0)) > 50, f"{name}: a blank area where the image should be"
+        assert np.abs(drawn - expected).mean() < 6, f"{name}: the screenshot does not show {name}.png"
+
+
+class _Items:
+    """A dataset source: items 2 (unreadable) and 4 (no caption) are what the encoder skips."""
+
+    def __init__(self):
+        from PIL import Image as PILImage
+
+        self.transform = "the model's"
+        self.items = [{"image": PILImage.new("RGB", (300, 200), (40 * i, 0, 0)), "captions": ["c"]} for i in range(6)]
+        self.items[2] = (None, "unreadable")
+        self.items[4]["captions"] = []
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        assert self.transform is None  # the thumbnails are the images as stored, not the model's input
+        return self.items[i]
+
+
+def test_gallery_ranks_by_hand(tmp_path):
+    import types
+
+    import torch
+
+    from mmcl.eval.encode import Encoded
+    from mmcl.report.gallery import build_gallery
+    from mmcl.report.plots import plot_gallery_image_to_text, plot_gallery_text_to_image
+
+    images = torch.eye(4)  # the encoder kept items 0, 1, 3, 5
+    texts = torch.tensor([[0.1, 0.9, 0.3, 0.2], [0.0, 1.0, 0.0, 0.0], [0.0, 0.6, 0.8, 0.0]])
+    enc = Encoded(images, torch.full((4,), -1), texts, torch.tensor([0, 1, 3]), ["zero", "one", "three"])
+    data = types.SimpleNamespace(name="toy", source=_Items())
+    g = build_gallery(enc, data, queries=10, k=3)
+    # captions: similarities are the text features themselves (one-hot images)
+    assert [(cap, true, [i for i, _ in top]) for cap, true, top in g.text_to_image] == [
+        ("zero", 0, [1, 2, 3]),
+        ("one", 1, [1, 0, 2]),  # ties (0.0) in index order
+        ("three", 3, [2, 1, 0]),
+    ]
+    assert g.true_rank_t2i == [4, 1, 4]
+    assert g.text_to_image[0][2][0][1] == pytest.approx(0.9)
+    # images: image j scores caption c by texts[c, j]
+    assert [(i, [c for c, _ in top]) for i, top in g.image_to_text] == [
+        (0, [0, 1, 2]),
+        (1, [1, 0, 2]),
+        (2, [2, 0, 1]),
+        (3, [0, 1, 2]),
+    ]
+    assert g.true_rank_i2t == [1, 1, 0, 3]  # image 2 has no caption
+    assert data.source.transform == "the model's"  # restored
+    # thumbnails of the kept items, in the encoder's order, at most 128 pixels a side
+    assert {i: tuple(t[0, 0]) for i, t in g.thumbnails.items()} == {
+        0: (0, 0, 0),
+        1: (40, 0, 0),
+        2: (120, 0, 0),
+        3: (200, 0, 0),
+    }
+    assert g.thumbnails[0].shape == (85, 128, 3)
+    for plot in (plot_gallery_text_to_image, plot_gallery_image_to_text):
+        with Image.open(plot(tmp_path / f"{plot.__name__}.png", g)) as image:
+            assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10

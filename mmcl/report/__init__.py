@@ -9,9 +9,13 @@ Plots (each written only when the run has what it needs):
 - ``recall_at_k.png``: image->text and text->image recall@1..10 on the run's evaluation data,
   encoded with the latest checkpoint;
 - ``embedding_map.png``: those image embeddings on their first two principal components,
-  coloured by class label, or by k-means cluster when the data has no labels.
+  a distinct colour per class label with a legend, or by k-means cluster when the data has no labels;
+- ``gallery_text_to_image.png`` / ``gallery_image_to_text.png``: for a fixed sample of captions of
+  the first dataset, the top-5 images each retrieves with the true one framed; and the reverse;
+- ``zeroshot_confusion.png``: zero-shot predictions on the labelled images of the first
+  ``zeroshot`` dataset, true x predicted class (the most confused 20 classes of more).
 
-The last two need ``recipe.yaml``, a checkpoint and readable ``eval.datasets``; without them (or
+The last four need ``recipe.yaml``, a checkpoint and readable ``eval.datasets``; without them (or
 with ``embeddings=False``) they are skipped and the page says why, so a folder holding only
 ``metrics.jsonl`` still gets a report.
 """
@@ -231,7 +235,50 @@ def _embedding_section(page: Page, out: Path, sets: list, max_images: int) -> di
             "Embedding map", emb_map, f"Checkpoint {ckpt}. PCA of the L2-normalised image embeddings; colour = {what}."
         )
     )
-    return {"recall_at_k": recall, "embedding_map": emb_map}
+    written = {"recall_at_k": recall, "embedding_map": emb_map}
+    written.update(_gallery_section(page, out, sets))
+    return written
+
+
+def _gallery_section(page: Page, out: Path, sets: list) -> dict[str, Path]:
+    """The retrieval gallery (both directions) of the first dataset and the zero-shot confusion
+    matrix of the first dataset that has one."""
+    from . import plots as P
+
+    written: dict[str, Path] = {}
+    gallery, ckpt = sets[0].gallery, sets[0].checkpoint
+    if gallery is not None:
+        sample = f"Checkpoint {ckpt}; a fixed sample (seed {gallery.seed}) of the encoded {gallery.dataset} items"
+        written["gallery_text_to_image"] = P.plot_gallery_text_to_image(out / "gallery_text_to_image.png", gallery)
+        page.plots.append(
+            Plot(
+                "Retrieval gallery: text -> image",
+                written["gallery_text_to_image"],
+                f"{sample}: each caption with the images it ranks first (cosine similarity above each), "
+                "the true image framed in green.",
+            )
+        )
+        written["gallery_image_to_text"] = P.plot_gallery_image_to_text(out / "gallery_image_to_text.png", gallery)
+        page.plots.append(
+            Plot(
+                "Retrieval gallery: image -> text",
+                written["gallery_image_to_text"],
+                f"{sample}: each image with the captions it ranks first, its own captions in green.",
+            )
+        )
+    confusion = next((s.confusion for s in sets if s.confusion is not None), None)
+    if confusion is not None:
+        written["zeroshot_confusion"], what = P.plot_confusion(out / "zeroshot_confusion.png", confusion)
+        page.plots.append(
+            Plot(
+                "Zero-shot confusion matrix",
+                written["zeroshot_confusion"],
+                f"Checkpoint {ckpt}. Zero-shot predictions (the evaluation's class names x templates) on the "
+                f"{confusion.num_images} labelled encoded images of {confusion.dataset}: true class in rows, "
+                f"predicted in columns, shaded by the share of the row; {what}.",
+            )
+        )
+    return written
 
 
 def write_report(

@@ -1,4 +1,5 @@
-"""Embeddings of a run's evaluation data: recall@k curves and a 2-D map.
+"""Embeddings of a run's evaluation data: recall@k curves, a 2-D map, a retrieval gallery and a
+zero-shot confusion matrix (:mod:`mmcl.report.gallery`).
 
 The model is rebuilt from the run's checkpoint (:meth:`mmcl.eval.MmclAdapter.from_run`) and the
 first ``max_images`` images of each dataset in the recipe's ``eval.datasets`` are encoded with
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,8 @@ class EvalEmbeddings:
     recall: dict[str, list[float]]
     num_texts: int
     checkpoint: str  # the checkpoint folder's name
+    gallery: Any = None  # a report.gallery.Gallery (the first dataset), or None
+    confusion: Any = None  # a report.gallery.Confusion (the first zero-shot dataset with labels), or None
 
     @property
     def num_images(self) -> int:
@@ -151,6 +155,15 @@ def encode_eval_sets(
                 f"eval dataset {ds.name!r}: skipped items "
                 + ", ".join(f"{k}={v}" for k, v in sorted(enc.skipped.items()))
             )
+        extras = _extras(
+            adapter,
+            enc,
+            data,
+            ds,
+            gallery=not out,  # the first dataset read
+            confusion="zeroshot" in ds.tasks and not any(e.confusion is not None for e in out),
+            notes=notes,
+        )
         out.append(
             EvalEmbeddings(
                 dataset=ds.name,
@@ -160,8 +173,31 @@ def encode_eval_sets(
                 recall=recall,
                 num_texts=enc.text_features.shape[0],
                 checkpoint=adapter.checkpoint.name,
+                **extras,
             )
         )
     if not out and not notes:
         notes.append("no evaluation data could be read: recall@k curve and embedding map skipped")
+    elif out and not any(e.confusion is not None for e in out):
+        notes.append(
+            "no zero-shot confusion matrix: no eval.datasets entry runs zeroshot on labelled images with class names"
+        )
     return out, notes
+
+
+def _extras(adapter, enc, data, ds, gallery: bool, confusion: bool, notes: list[str]) -> dict:
+    """The retrieval gallery and zero-shot confusion counts of one encoded dataset, as asked."""
+    from .gallery import build_confusion, build_gallery
+
+    out = {}
+    if gallery:
+        try:
+            out["gallery"] = build_gallery(enc, data)
+        except (ConfigError, OSError) as e:
+            notes.append(f"eval dataset {ds.name!r}: retrieval gallery skipped: {e}")
+    if confusion:
+        try:
+            out["confusion"] = build_confusion(adapter, enc, data, ds)
+        except (ConfigError, OSError) as e:
+            notes.append(f"eval dataset {ds.name!r}: zero-shot confusion matrix skipped: {e}")
+    return out
