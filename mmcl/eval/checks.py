@@ -17,7 +17,7 @@ def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False
     task, a key a task needs, a task's own check, a text task on an image-only model, data a task
     cannot read. ``generated``: the data is a corpus the run generates before training (its files
     do not exist yet), so the tasks' own checks of the files wait for the run."""
-    check_source(ds.kind, f"{key}.kind")
+    check_source(ds.kind, f"{key}.kind", benchmarks=True)
     tasks = [get_task(name, f"{key}.tasks") for name in ds.tasks]
     for task in tasks:
         for need in task.needs:
