@@ -247,6 +247,57 @@ def evaluate_benchmark(adapter, cset, batch_size=64, num_workers=0, progress=Tru
     return metrics
 
 
+def benchmark_items(name: str, root, out_path) -> Counter:
+    """Write the items of a compositional benchmark read in its own files (SugarCrepe, ARO's sets)
+    as an items file (JSONL or CSV, :func:`read_items`); image paths relative to the file. ARO's VG
+    sets crop each image to a box: the crops are written beside the file (``<out>_crops/``).
+
+    An items file is scored with one rule (the true caption strictly above every negative, no
+    macro average); ``mmcl eval compositional --dataset NAME --data-root DIR`` scores a benchmark
+    by its own definition. Returns the number of items per type."""
+    from ..data.benchmarks import build_benchmark, get_benchmark
+
+    bench = get_benchmark(name)
+    if bench.task != "compositional":
+        raise ConfigError(f"{bench.name} is a {bench.task} benchmark, not a compositional one")
+    cset = build_benchmark(name, root)
+    if cset.scoring != "choice":
+        raise ConfigError(
+            f"{bench.name} pairs two images with two captions, which an items file (one image per item) cannot "
+            f"hold; evaluate it by name: mmcl eval compositional --dataset {bench.name} --data-root DIR"
+        )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    files = list(cset.images)
+    if cset.boxes is not None and any(b is not None for b in cset.boxes):
+        crops = out_path.parent / f"{out_path.stem}_crops"
+        crops.mkdir(exist_ok=True)
+        for i, (path, box) in enumerate(zip(cset.images, cset.boxes)):
+            image = _open_image(path)
+            if image is not None:
+                files[i] = crops / f"{i:06d}.png"
+                (image.crop(tuple(box)) if box is not None else image).save(files[i])
+    base = out_path.resolve().parent
+    out, counts = [], Counter()
+    for it in cset.items:
+        path = os.path.relpath(Path(files[it["image"]]).resolve(), base)
+        captions = it["captions"]
+        out.append({"filepath": path, "caption": captions[0], "negatives": list(captions[1:]), "type": it["type"]})
+        counts[it["type"]] += 1
+    _write_items(out, out_path)
+    return counts
+
+
+def _write_items(items: list[dict], out_path: Path) -> None:
+    if out_path.suffix == ".csv":
+        with open(out_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["filepath", "caption", "negatives", "type"])
+            w.writeheader()
+            w.writerows({**o, "negatives": "|".join(o["negatives"])} for o in items)
+    else:
+        out_path.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in items), encoding="utf-8")
+
+
 def _caption_edits(caption: str, rng: random.Random) -> dict[str, str]:
     """Minimal edits of a shapes caption's own words, by type: ``replace_colour`` / ``replace_shape``
     (the first colour / shape word), ``swap_colours`` (its first two different colour words) and
@@ -341,7 +392,11 @@ def shapes_compositional_items(
     image_dir = os.path.relpath(Path(csv_path).resolve().parent, out_path.resolve().parent)
     rows = read_table(csv_path)
     if rows and "key" not in rows[0]:
-        raise ConfigError(f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV")
+        raise ConfigError(
+            f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV (mmcl data make-synthetic). "
+            "SugarCrepe, ARO and Winoground are read in their own files: mmcl eval compositional --dataset NAME "
+            "--data-root DIR, or make-compositional --benchmark NAME DIR OUT for an items file"
+        )
     out, counts = [], Counter()
     for r in rows:
         try:
@@ -384,11 +439,5 @@ def shapes_compositional_items(
             )
             counts[kind] += 1
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if out_path.suffix == ".csv":
-        with open(out_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["filepath", "caption", "negatives", "type"])
-            w.writeheader()
-            w.writerows({**o, "negatives": "|".join(o["negatives"])} for o in out)
-    else:
-        out_path.write_text("".join(json.dumps(o) + "\n" for o in out))
+    _write_items(out, out_path)
     return counts

@@ -130,3 +130,30 @@ def test_compositional_benchmark_from_the_cli(tmp_path, monkeypatch):
     record = json.loads(out.read_text())
     assert record["dataset"] == "sugar_crepe" and record["task"] == "compositional"
     assert record["metrics"]["macro_acc"] == pytest.approx(6.5 / 7)
+
+
+def test_make_compositional_reads_benchmark_files(tmp_path, capsys):
+    from mmcl.eval.compositional import evaluate_compositional, read_items
+
+    WRITERS["sugar_crepe"](tmp_path / "sc")
+    out = tmp_path / "items" / "sc.jsonl"
+    assert main(["data", "make-compositional", "--benchmark", "sugar_crepe", str(tmp_path / "sc"), str(out)]) == 0
+    assert "8 items of sugar_crepe (7 types)" in capsys.readouterr().out
+    items = read_items(out)
+    assert len(items) == 8 and all((out.parent / it["image"]).is_file() for it in items)
+    assert evaluate_compositional(ColourModel(), out, progress=False)["acc"] == pytest.approx(7 / 8)
+    # ARO's VG crops are written beside the items file, and give the same accuracy as by name
+    WRITERS["vg_relation"](tmp_path / "vgr")
+    out = tmp_path / "items" / "vgr.csv"
+    assert main(["data", "make-compositional", "--benchmark", "vg_relation", str(tmp_path / "vgr"), str(out)]) == 0
+    assert len(list((tmp_path / "items" / "vgr_crops").glob("*.png"))) == 2  # two distinct crops of one image
+    assert evaluate_compositional(ColourModel(), out, progress=False)["acc"] == pytest.approx(2 / 3)
+    # Winoground's two images per item do not fit an items file
+    WRITERS["winoground"](tmp_path / "wg")
+    assert main(["data", "make-compositional", "--benchmark", "winoground", str(tmp_path / "wg"), str(out)]) == 2
+    assert "evaluate it by name: mmcl eval compositional --dataset winoground" in capsys.readouterr().err
+    # a CSV that is not the shapes corpus names both ways in
+    write(tmp_path / "other.csv", "filepath,title\na.png,a cat\n")
+    assert main(["data", "make-compositional", str(tmp_path / "other.csv"), str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "no 'key' column" in err and "--dataset NAME --data-root DIR" in err and "--benchmark NAME" in err
