@@ -87,7 +87,7 @@ def _dataset_args(p, task) -> None:
         help="the data source reading it: auto (from the path), csv, jsonl, folder, hf, wds, or another "
         "registered one (mmcl.list_sources())",
     )
-    g.add_argument("--split", default="test", help="split for WebDataset/HF data (default: test)")
+    g.add_argument("--split", default="test", help="split for WebDataset/HF data or a benchmark (default: test)")
     g.add_argument("--image-key", help="image column / key (default: filepath, image, ...)")
     g.add_argument("--caption-key", help="caption column (default: title, caption, text, ...; WebDataset: txt)")
     g.add_argument("--label-key", help="label column (default: label)")

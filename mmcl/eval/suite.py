@@ -108,10 +108,13 @@ def load_suite(spec: str | Path) -> Suite:
 def entry_config(suite: Suite, entry: SuiteEntry, root, language: str = "en", download: bool = False,
                  max_items: int | None = None):  # fmt: skip
     """The ``eval.datasets`` entry that runs ``entry``, its files under ``root``."""
-    from ..data.benchmarks import get_benchmark, normalize_language
+    from ..data.benchmarks import get_benchmark, normalize_language, tasks_of
     from ..recipe import EvalDatasetConfig
 
     bench = get_benchmark(entry.benchmark, f"suite {suite.name}: {entry.benchmark}")
+    if entry.task not in tasks_of(bench):
+        tasks = ", ".join(tasks_of(bench))
+        raise ConfigError(f"suite {suite.name}: {bench.name} is a {bench.task} benchmark (tasks: {tasks})")
     path = suite.root_of(entry, root)
     values = {"language": normalize_language(language), "download": download, "max_items": max_items,
               "train_max_items": max_items, **entry.options}  # fmt: skip

@@ -191,3 +191,14 @@ def test_a_suite_of_benchmarks_on_a_tiny_model(run, tmp_path, capsys):
     assert rows[("classification", "average")] == f"{100 * (cifar + mnist + stl) / 3:.2f} (3/4)"
     assert rows[("retrieval", "flickr8k")] and rows[("compositional", "winoground")]
     assert "<table>" in (out / "summary.html").read_text()
+
+
+def test_open_dataset_reads_benchmarks_by_kind(tmp_path):
+    from mmcl.data.sources import open_dataset
+
+    WRITERS["mnist"](tmp_path / "mnist")
+    data = open_dataset(tmp_path / "mnist", kind="mnist", max_items=2, name="digits")
+    assert data.name == "digits" and len(data.source) == 2 and data.info["classnames"] == "mnist"
+    WRITERS["winoground"](tmp_path / "wg")
+    with pytest.raises(ConfigError, match="winoground is a compositional benchmark: the compositional task reads it"):
+        open_dataset(tmp_path / "wg", kind="winoground")

@@ -105,3 +105,12 @@ def test_bad_suite_files_are_one_line(tmp_path, text, message):
 def test_unknown_suite_names_the_shipped_ones():
     with pytest.raises(ConfigError, match="shipped: clip_benchmark, datacomp"):
         load_suite("vtab")
+
+
+def test_an_entry_whose_task_does_not_fit_its_benchmark(tmp_path):
+    from mmcl.eval.suite import entry_config
+
+    (tmp_path / "s.yaml").write_text("entries: [{benchmark: sugar_crepe, task: zeroshot}]")
+    suite = load_suite(tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match=r"sugar_crepe is a compositional benchmark \(tasks: compositional\)"):
+        entry_config(suite, suite.entries[0], tmp_path)

@@ -204,6 +204,8 @@ def open_dataset(
         if group_key is not None:
             raise ConfigError(f"{kind}: group_key is a column of CSV/JSONL or Hugging Face data, not of a benchmark")
         data = build_benchmark(kind, path, split, language, download, max_items, labels)
+        if not isinstance(data, EvalDataset):
+            raise ConfigError(f"{kind} is a compositional benchmark: the compositional task reads it")
         data.name = name or data.name
         return data
     kind = detect_source(path, "dataset") if kind == "auto" else kind
