@@ -242,7 +242,7 @@ def _eval_run(args) -> int:
 
 def _benchmark_entry(args, task) -> dict:
     """The entry fields of ``--dataset NAME --data-root DIR``: the benchmark read from DIR."""
-    from ..data.benchmarks import get_benchmark, is_benchmark, tasks_of
+    from ..data.benchmarks import get_benchmark, is_benchmark, missing_files, tasks_of
 
     if args.data_root is None:
         raise ConfigError(f"--dataset {args.dataset} is a benchmark: pass --data-root DIR, the folder its files are in")
@@ -256,6 +256,8 @@ def _benchmark_entry(args, task) -> dict:
     root = Path(args.data_root).expanduser()
     if args.download:
         root.mkdir(parents=True, exist_ok=True)
+    elif not root.is_dir():
+        raise missing_files(bench, root, str(root))
     values = {"path": str(root), "kind": bench.name, "name": bench.name}
     if any(need.key == "train_path" for need in task.needs) and getattr(args, "train_path", None) is None:
         values["train_path"] = str(root)  # the benchmark's training split

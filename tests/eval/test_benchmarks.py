@@ -202,3 +202,47 @@ def test_open_dataset_reads_benchmarks_by_kind(tmp_path):
     WRITERS["winoground"](tmp_path / "wg")
     with pytest.raises(ConfigError, match="winoground is a compositional benchmark: the compositional task reads it"):
         open_dataset(tmp_path / "wg", kind="winoground")
+
+
+def test_download_only_when_asked(tmp_path, monkeypatch, capsys):
+    """`--download` calls the benchmark's downloader (torchvision's for CIFAR-10, faked here: no network)
+    when files are missing; without it a missing file is an error and nothing is fetched."""
+    import torchvision.datasets as tvd
+
+    import mmcl.eval.adapters as adapters
+
+    from .benchmark_fixtures import ColourModel
+
+    calls = []
+
+    def fake_cifar10(root, download=False, train=True):
+        calls.append((root, download, train))
+        WRITERS["cifar10"](tmp_path / "c")
+
+    monkeypatch.setattr(tvd, "CIFAR10", fake_cifar10)
+    monkeypatch.setattr(adapters, "load_adapter", lambda *a, **k: ColourModel())
+    args = ["eval", "zeroshot", "--model", "x", "--dataset", "cifar10", "--data-root", str(tmp_path / "c")]
+    assert main([*args, "--no-progress"]) == 2 and calls == []
+    err = capsys.readouterr().err  # the folder is not there: one line naming the layout
+    assert err.count("\n") == 1 and f"cifar10: {tmp_path / 'c'} not found; expected under" in err
+    assert "cifar-10-batches-py/{data_batch_1..5,test_batch} (torchvision's CIFAR-10) (--download fetches it)" in err
+    out = tmp_path / "r.json"
+    assert main([*args, "--download", "--output", str(out), "--no-progress"]) == 0
+    assert calls == [(str(tmp_path / "c"), True, False)]  # once: the copy is then complete
+    assert main([*args, "--download", "--output", str(out), "--no-progress"]) == 0 and len(calls) == 1
+    assert json.loads(out.read_text())["metrics"]["num_items"] == 3
+
+
+def test_a_recipe_entry_downloads_a_benchmark_only(tmp_path):
+    from mmcl.eval.checks import check_eval_dataset
+    from mmcl.recipe import EvalDatasetConfig
+    from mmcl.recipe.validate import validate_eval_dataset
+
+    missing = str(tmp_path / "not-yet")
+    entry = EvalDatasetConfig(name="c10", kind="cifar10", path=missing, tasks=["zeroshot"], download=True)
+    validate_eval_dataset(entry, "eval.datasets[0]")  # the folder is fetched by the run, not looked for now
+    with pytest.raises(ConfigError, match=r"eval.datasets\[0\].path: not found"):
+        validate_eval_dataset(EvalDatasetConfig(kind="cifar10", path=missing, tasks=["zeroshot"]), "eval.datasets[0]")
+    csv_entry = EvalDatasetConfig(kind="csv", path=missing, tasks=["retrieval"], download=True)
+    with pytest.raises(ConfigError, match=r"e.download: only a benchmark fetches its files .* kind is csv"):
+        check_eval_dataset(csv_entry, "e")

@@ -18,8 +18,8 @@ requested language); a compositional benchmark returns a
 CLIP_benchmark distribute their test sets in.
 
 Files that are not there give one line: the benchmark, what is missing and the layout expected.
-``download=True`` fetches the files first where that is possible (torchvision's downloaders, or
-the official archive's address); it is never done unless asked.
+``download=True`` fetches missing files where that is possible (torchvision's downloaders, or the
+official archive's address); it is never done unless asked, nor when the files are all there.
 """
 
 from __future__ import annotations
@@ -173,6 +173,29 @@ def _hint(bench: Benchmark) -> str:
     return f" (get it from {bench.source})" if bench.source else ""
 
 
+def missing_files(bench: Benchmark, root, what: str) -> ConfigError:
+    """The one-line error for ``what`` not being under ``root``: it names the layout expected there."""
+    return ConfigError(f"{bench.name}: {what} not found; expected under {root}: {bench.layout}{_hint(bench)}")
+
+
+def _build(bench: Benchmark, root: Path, req: Request, download: bool):
+    """Read ``bench`` from ``root``; ``download``: fetch its files first when some are missing (and
+    only then: a complete copy is read as it is)."""
+    try:
+        return bench.build(root, req)
+    except Missing as e:
+        if not download:
+            raise missing_files(bench, root, e.what) from None
+    if bench.download is None:
+        raise ConfigError(f"{bench.name}: no automatic download; get it from {bench.source or 'its authors'}")
+    root.mkdir(parents=True, exist_ok=True)
+    bench.download(root, req)
+    try:
+        return bench.build(root, req)
+    except Missing as e:
+        raise missing_files(bench, root, e.what) from None
+
+
 def build_benchmark(
     name: str,
     root,
@@ -196,17 +219,7 @@ def build_benchmark(
             f"{bench.name}: no captions in language {language!r}; its languages: {', '.join(bench.languages)}"
         )
     root = Path(root).expanduser()
-    req = Request(split, language, max_items, labels)
-    if download:
-        if bench.download is None:
-            raise ConfigError(f"{bench.name}: no automatic download; get it from {bench.source or 'its authors'}")
-        root.mkdir(parents=True, exist_ok=True)
-        bench.download(root, req)
-    try:
-        data = bench.build(root, req)
-    except Missing as e:
-        layout = f"{bench.layout}{_hint(bench)}"
-        raise ConfigError(f"{bench.name}: {e.what} not found; expected under {root}: {layout}") from None
+    data = _build(bench, root, Request(split, language, max_items, labels), download)
     data.name = bench.name
     data.info.setdefault("benchmark", bench.name)
     data.info.update(split=split, language=language)
@@ -230,6 +243,7 @@ __all__ = [
     "get_benchmark",
     "is_benchmark",
     "list_benchmarks",
+    "missing_files",
     "need",
     "normalize_language",
     "register_benchmark",
