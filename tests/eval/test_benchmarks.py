@@ -246,3 +246,21 @@ def test_a_recipe_entry_downloads_a_benchmark_only(tmp_path):
     csv_entry = EvalDatasetConfig(kind="csv", path=missing, tasks=["retrieval"], download=True)
     with pytest.raises(ConfigError, match=r"e.download: only a benchmark fetches its files .* kind is csv"):
         check_eval_dataset(csv_entry, "e")
+
+
+@pytest.mark.parametrize("name", ["mscoco_captions", "flickr30k", "flickr8k"])
+def test_retrieval_by_name_from_the_cli(name, tmp_path, monkeypatch):
+    """Each caption names its image's colour, so every recall@1 is 1 (the colour model's similarities)."""
+    import mmcl.eval.adapters as adapters
+
+    from .benchmark_fixtures import ColourModel
+
+    monkeypatch.setattr(adapters, "load_adapter", lambda *a, **k: ColourModel())
+    WRITERS[name](tmp_path / name)
+    out = tmp_path / "r.json"
+    args = ["eval", "retrieval", "--model", "x", "--dataset", name, "--data-root", str(tmp_path / name)]
+    assert main([*args, "--output", str(out), "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    assert record["dataset"] == name and record["task"] == "zeroshot_retrieval" and record["language"] == "en"
+    m = record["metrics"]
+    assert m["num_texts"] == 3 and m["image_retrieval_recall@1"] == 1.0 and m["text_retrieval_recall@1"] == 1.0
