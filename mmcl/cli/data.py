@@ -64,14 +64,26 @@ def _make_synthetic(dsub) -> None:
 def _make_compositional(dsub) -> None:
     mc = dsub.add_parser(
         "make-compositional",
-        help="write hard-negative caption items for a shapes-corpus split",
+        help="write hard-negative caption items for a shapes-corpus split (or from SugarCrepe's / ARO's files)",
         description="Write compositional items (image, true caption, one hard negative, type) for a split of the "
-        "generated shapes corpus. Negative types: replace_colour, replace_shape, swap_colours, swap_relation.",
-        epilog="example:\n  mmcl data make-compositional data/shapes/test.csv data/shapes/compositional.jsonl",
+        "generated shapes corpus (the offline demo). Negative types: replace_colour, replace_shape, swap_colours, "
+        "swap_relation. With --benchmark, write the items of SugarCrepe or one of ARO's sets, read in its own "
+        "files, as an items file (ARO's VG crops beside it). Benchmarks are scored by their own definitions "
+        "when evaluated by name: mmcl eval compositional --dataset NAME --data-root DIR.",
+        epilog="examples:\n  mmcl data make-compositional data/shapes/test.csv data/shapes/compositional.jsonl\n"
+        "  mmcl data make-compositional --benchmark sugar_crepe /data/sugar_crepe sugar_crepe.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mc.add_argument("csv", help="a split CSV from make-synthetic (needs its key column)")
+    mc.add_argument(
+        "csv",
+        help="a split CSV from make-synthetic (needs its key column); with --benchmark, the benchmark's data root",
+    )
     mc.add_argument("out", help="output file: .jsonl (default) or .csv")
+    mc.add_argument(
+        "--benchmark",
+        help="read a compositional benchmark in its own files instead: sugar_crepe, vg_relation, vg_attribution, "
+        "coco_order, flickr30k_order",
+    )
     mc.add_argument("--seed", type=int, default=0, help="seed of the replacement draws (default 0)")
     mc.add_argument(
         "--merge",
@@ -200,7 +212,14 @@ def run(args) -> int:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.data_command == "make-compositional":
-        from ..eval.compositional import shapes_compositional_items
+        from ..eval.compositional import benchmark_items, shapes_compositional_items
+
+        if args.benchmark is not None:
+            if args.merge or args.keep_captions or args.prefer:
+                raise ConfigError("--merge, --keep-captions and --prefer apply to the shapes corpus, not --benchmark")
+            counts = benchmark_items(args.benchmark, args.csv, args.out)
+            print(f"wrote {args.out}: {sum(counts.values())} items of {args.benchmark} ({len(counts)} types)")
+            return 0
 
         if args.keep_captions and not args.merge:
             raise ConfigError("--keep-captions applies to --merge (training data); add --merge or drop it")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.benchmarks import is_benchmark
 from ..data.sources import check_source, detect_source
 from ..errors import ConfigError
 from ..recipe import EvalDatasetConfig, Recipe
@@ -17,7 +18,9 @@ def check_eval_dataset(ds: EvalDatasetConfig, key: str, image_only: bool = False
     task, a key a task needs, a task's own check, a text task on an image-only model, data a task
     cannot read. ``generated``: the data is a corpus the run generates before training (its files
     do not exist yet), so the tasks' own checks of the files wait for the run."""
-    check_source(ds.kind, f"{key}.kind")
+    check_source(ds.kind, f"{key}.kind", benchmarks=True)
+    if ds.download and not is_benchmark(ds.kind):
+        raise ConfigError(f"{key}.download: only a benchmark fetches its files (kind: cifar10, ...); kind is {ds.kind}")
     tasks = [get_task(name, f"{key}.tasks") for name in ds.tasks]
     for task in tasks:
         for need in task.needs:

@@ -8,6 +8,12 @@ Files are JSON (a list), JSONL or CSV with an image column (``filepath`` or ``im
 column (``caption``, ``positive`` or ``title``), negatives (``negatives``: a list, or in CSV a
 ``|``-separated string, or any columns whose names start with ``negative``) and an optional
 ``type``. :func:`shapes_compositional_items` writes such a file for the generated shapes corpus.
+
+Benchmarks read in their own files (:mod:`mmcl.data.benchmarks.compositional`: SugarCrepe, ARO's
+VG-Relation, VG-Attribution, COCO-Order and Flickr30k-Order, Winoground) are scored by their own
+definitions: :func:`choice_metrics` (the true caption against its negatives, ties and macro
+averages as each benchmark counts them) and :func:`winoground_metrics` (text, image and group
+scores); :func:`evaluate_benchmark` encodes a set and scores it.
 """
 
 from __future__ import annotations
@@ -135,6 +141,163 @@ def evaluate_compositional(adapter, path, image_root=None, batch_size=64, num_wo
     return metrics
 
 
+MAX_TYPES_LISTED = 20  # per-type accuracies in the metrics (VG-Relation has hundreds of relations: macro only)
+
+
+def choice_metrics(scores, types: list[str], ties: str = "wrong", macro: dict | None = None) -> dict:
+    """Accuracy of items whose true caption must outscore its negatives.
+
+    Args:
+        scores: per item, the image's similarity to its true caption first, then to each negative.
+        types: per item, its type (a SugarCrepe category, an ARO relation or attribute pair).
+        ties: ``"wrong"``: the true caption must score strictly higher (SugarCrepe's ``>``, the
+            argmax over [false, true] of ARO's VG sets); ``"right"``: an equal score counts as right
+            (the argmax with the true caption first, ARO's order sets).
+        macro: the benchmark's headline, the mean of the per-type accuracies (``macro_acc``) over
+            the types with at least ``min_count`` items and not in ``exclude``.
+
+    Returns ``acc`` (over items), ``num_items``, ``acc/<type>`` (up to 20 types) and, with
+    ``macro``, ``macro_acc`` and ``num_types``.
+    """
+    correct = []
+    for s in scores:
+        best = max(s[1:])
+        correct.append(s[0] > best if ties == "wrong" else s[0] >= best)
+    out = {"acc": sum(correct) / len(correct), "num_items": len(correct)}
+    by_type = defaultdict(list)
+    for t, c in zip(types, correct):
+        by_type[t].append(c)
+    if 1 < len(by_type) <= MAX_TYPES_LISTED:
+        out.update({f"acc/{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+    if macro is not None:
+        exclude, least = set(macro.get("exclude") or ()), macro.get("min_count", 1)
+        kept = [sum(v) / len(v) for t, v in by_type.items() if t not in exclude and len(v) >= least]
+        out["macro_acc"] = sum(kept) / len(kept) if kept else float("nan")
+        out["num_types"] = len(kept)
+    return out
+
+
+def winoground_metrics(scores, types: list[str] | None = None) -> dict:
+    """Winoground's scores from ``scores[n][c][i]``, the similarity of caption ``c`` and image ``i``
+    of example ``n`` (caption c goes with image c):
+
+    - text score: each image prefers its own caption, ``s(c0,i0) > s(c1,i0)`` and ``s(c1,i1) > s(c0,i1)``;
+    - image score: each caption prefers its own image, ``s(c0,i0) > s(c0,i1)`` and ``s(c1,i1) > s(c1,i0)``;
+    - group score: both.
+
+    Returns ``text_score``, ``image_score``, ``group_score``, ``num_items`` and, where the
+    examples have types (Winoground's collapsed tags), each score per type."""
+    text, image = [], []
+    for s in scores:
+        text.append(s[0][0] > s[1][0] and s[1][1] > s[0][1])
+        image.append(s[0][0] > s[0][1] and s[1][1] > s[1][0])
+    group = [a and b for a, b in zip(text, image)]
+    out = {}
+    for name, values in (("text_score", text), ("image_score", image), ("group_score", group)):
+        out[name] = sum(values) / len(values)
+    out["num_items"] = len(group)
+    by_type = defaultdict(list)
+    for n, t in enumerate(types or []):
+        by_type[t].append(n)
+    if 1 < len(by_type) <= MAX_TYPES_LISTED:
+        for t, rows in sorted(by_type.items()):
+            for name, values in (("text_score", text), ("image_score", image), ("group_score", group)):
+                out[f"{name}/{t}"] = sum(values[n] for n in rows) / len(rows)
+    return out
+
+
+def _encode_texts(adapter, strings: list[str], batch_size: int) -> torch.Tensor:
+    steps = range(0, len(strings), batch_size)
+    return torch.cat([adapter.encode_text(strings[s : s + batch_size]).cpu() for s in steps])
+
+
+def evaluate_benchmark(adapter, cset, batch_size=64, num_workers=0, progress=True) -> dict:
+    """Score ``adapter`` on a compositional benchmark read from its own files (a
+    :class:`~mmcl.data.benchmarks.compositional.CompositionalSet`), by the benchmark's own
+    definition. Items whose image cannot be read are left out and counted under ``skipped``."""
+    data = EvalDataset(cset.name, "compositional", cset.source)
+    enc = encode_dataset(adapter, data, batch_size, num_workers, texts=False, progress=progress)
+    row_of = {int(i): n for n, i in enumerate(enc.labels)}
+    key = "images" if cset.scoring == "winoground" else "image"
+    items = [it for it in cset.items if all(i in row_of for i in (it[key] if key == "images" else [it[key]]))]
+    if not items:
+        raise ConfigError(f"{cset.name}: none of its items has a readable image ({enc.skipped})")
+    texts = sorted({c for it in items for c in it["captions"]})
+    text_index = {c: n for n, c in enumerate(texts)}
+    text_features = _encode_texts(adapter, texts, batch_size)
+    types = [it["type"] for it in items]
+    if cset.scoring == "winoground":
+        scores = [
+            [[float(enc.image_features[row_of[i]] @ text_features[text_index[c]]) for i in it["images"]]
+             for c in it["captions"]]
+            for it in items
+        ]  # fmt: skip
+        metrics = winoground_metrics(scores, types)
+    else:
+        scores = [
+            [float(enc.image_features[row_of[it["image"]]] @ text_features[text_index[c]]) for c in it["captions"]]
+            for it in items
+        ]
+        metrics = choice_metrics(scores, types, cset.ties, cset.macro)
+    skipped = dict(enc.skipped)
+    if len(items) < len(cset.items):
+        skipped["items_without_image"] = len(cset.items) - len(items)
+    if skipped:
+        metrics["skipped"] = skipped
+    return metrics
+
+
+def benchmark_items(name: str, root, out_path) -> Counter:
+    """Write the items of a compositional benchmark read in its own files (SugarCrepe, ARO's sets)
+    as an items file (JSONL or CSV, :func:`read_items`); image paths relative to the file. ARO's VG
+    sets crop each image to a box: the crops are written beside the file (``<out>_crops/``).
+
+    An items file is scored with one rule (the true caption strictly above every negative, no
+    macro average); ``mmcl eval compositional --dataset NAME --data-root DIR`` scores a benchmark
+    by its own definition. Returns the number of items per type."""
+    from ..data.benchmarks import build_benchmark, get_benchmark
+
+    bench = get_benchmark(name)
+    if bench.task != "compositional":
+        raise ConfigError(f"{bench.name} is a {bench.task} benchmark, not a compositional one")
+    cset = build_benchmark(name, root)
+    if cset.scoring != "choice":
+        raise ConfigError(
+            f"{bench.name} pairs two images with two captions, which an items file (one image per item) cannot "
+            f"hold; evaluate it by name: mmcl eval compositional --dataset {bench.name} --data-root DIR"
+        )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    files = list(cset.images)
+    if cset.boxes is not None and any(b is not None for b in cset.boxes):
+        crops = out_path.parent / f"{out_path.stem}_crops"
+        crops.mkdir(exist_ok=True)
+        for i, (path, box) in enumerate(zip(cset.images, cset.boxes)):
+            image = _open_image(path)
+            if image is not None:
+                files[i] = crops / f"{i:06d}.png"
+                (image.crop(tuple(box)) if box is not None else image).save(files[i])
+    base = out_path.resolve().parent
+    out, counts = [], Counter()
+    for it in cset.items:
+        path = os.path.relpath(Path(files[it["image"]]).resolve(), base)
+        captions = it["captions"]
+        out.append({"filepath": path, "caption": captions[0], "negatives": list(captions[1:]), "type": it["type"]})
+        counts[it["type"]] += 1
+    _write_items(out, out_path)
+    return counts
+
+
+def _write_items(items: list[dict], out_path: Path) -> None:
+    if out_path.suffix == ".csv":
+        with open(out_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["filepath", "caption", "negatives", "type"])
+            w.writeheader()
+            w.writerows({**o, "negatives": "|".join(o["negatives"])} for o in items)
+    else:
+        out_path.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in items), encoding="utf-8")
+
+
 def _caption_edits(caption: str, rng: random.Random) -> dict[str, str]:
     """Minimal edits of a shapes caption's own words, by type: ``replace_colour`` / ``replace_shape``
     (the first colour / shape word), ``swap_colours`` (its first two different colour words) and
@@ -229,7 +392,11 @@ def shapes_compositional_items(
     image_dir = os.path.relpath(Path(csv_path).resolve().parent, out_path.resolve().parent)
     rows = read_table(csv_path)
     if rows and "key" not in rows[0]:
-        raise ConfigError(f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV")
+        raise ConfigError(
+            f"{csv_path}: no 'key' column; this generator needs a shapes-corpus CSV (mmcl data make-synthetic). "
+            "SugarCrepe, ARO and Winoground are read in their own files: mmcl eval compositional --dataset NAME "
+            "--data-root DIR, or make-compositional --benchmark NAME DIR OUT for an items file"
+        )
     out, counts = [], Counter()
     for r in rows:
         try:
@@ -272,11 +439,5 @@ def shapes_compositional_items(
             )
             counts[kind] += 1
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if out_path.suffix == ".csv":
-        with open(out_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["filepath", "caption", "negatives", "type"])
-            w.writeheader()
-            w.writerows({**o, "negatives": "|".join(o["negatives"])} for o in out)
-    else:
-        out_path.write_text("".join(json.dumps(o) + "\n" for o in out))
+    _write_items(out, out_path)
     return counts

@@ -57,6 +57,8 @@ class EvalData:
                 name=c.name if test else f"{c.name}/{which}",
                 group_key=c.group_key if test and self.texts else None,
                 labels=self.labels or not test,
+                language=c.language,
+                download=c.download,
             )
         return self._opened[which]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -11,10 +12,11 @@ from pathlib import Path
 from .tasks import headline, task_of_record
 
 
-def make_record(task: str, dataset: str, model: str, pretrained: str, metrics: dict) -> dict:
+def make_record(task: str, dataset: str, model: str, pretrained: str, metrics: dict, language: str = "en") -> dict:
     """One result, shaped like CLIP_benchmark's output JSON: ``task`` is CLIP_benchmark's name of the
     task where it has one (``zeroshot_classification``, ``zeroshot_retrieval``, ``linear_probe``),
-    else mmcl's (``knn``, ``compositional``, ...)."""
+    else mmcl's (``knn``, ``compositional``, ...); ``language`` the language of the captions and
+    prompts (ISO 639-1)."""
     known = task_of_record(task)
     return {
         "dataset": dataset,
@@ -22,7 +24,7 @@ def make_record(task: str, dataset: str, model: str, pretrained: str, metrics: d
         "pretrained": pretrained,
         "task": known.record_name if known is not None else task,
         "metrics": metrics,
-        "language": "en",
+        "language": language,
     }
 
 
@@ -69,31 +71,60 @@ def _headline(record: dict) -> list[str]:
 
 
 def summary_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "pretrained", "dataset", "task", "metric", "value"]
+    """One row per headline metric of each record; a ``language`` column when any record is in a
+    language other than English."""
+    languages = any(r.get("language", "en") != "en" for r in records)
+    header = ["model", "pretrained", "dataset", "task", "metric", "value"] + (["language"] if languages else [])
     rows = []
     for r in records:
         for name in _headline(r):
             if name in r["metrics"]:
-                rows.append(
-                    [
-                        r.get("model", ""),
-                        str(r.get("pretrained", "")),
-                        r["dataset"],
-                        r["task"],
-                        name,
-                        _fmt(r["metrics"][name]),
-                    ]
-                )
+                row = [
+                    r.get("model", ""),
+                    str(r.get("pretrained", "")),
+                    r["dataset"],
+                    r["task"],
+                    name,
+                    _fmt(r["metrics"][name]),
+                ]
+                rows.append(row + ([str(r.get("language", "en"))] if languages else []))
     return header, rows
 
 
-def summarize(records: list[dict], fmt: str = "markdown") -> str:
-    """A table of the headline metrics (percentages) of many results: ``markdown`` or ``csv``."""
-    header, rows = summary_rows(records)
+HTML_STYLE = (
+    "table{border-collapse:collapse;font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 8px}"
+    "tr.average{font-weight:bold;background:#f3f3f3}"
+)
+
+
+def render_table(header: list[str], rows: list[list[str]], fmt: str = "markdown", title: str = "results",
+                 emphasis=None) -> str:  # fmt: skip
+    """``rows`` under ``header`` as ``markdown``, ``csv`` or ``html`` (one page, a plain table, no
+    script; rows for which ``emphasis(row)`` holds are set in bold)."""
     if fmt == "csv":
         buf = io.StringIO()
         csv.writer(buf).writerows([header, *rows])
         return buf.getvalue()
+    if fmt == "html":
+        esc = html.escape
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join(
+            ('<tr class="average">' if emphasis is not None and emphasis(r) else "<tr>")
+            + "".join(f"<td>{esc(c)}</td>" for c in r)
+            + "</tr>"
+            for r in rows
+        )
+        return (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{HTML_STYLE}</style></head><body><h1>{esc(title)}</h1>"
+            f"<table><tr>{head}</tr>{body}</table></body></html>\n"
+        )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def summarize(records: list[dict], fmt: str = "markdown") -> str:
+    """A table of the headline metrics (percentages) of many results: ``markdown``, ``csv`` or ``html``."""
+    header, rows = summary_rows(records)
+    return render_table(header, rows, fmt, "mmcl evaluation results")

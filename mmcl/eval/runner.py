@@ -23,7 +23,7 @@ def evaluate(adapter, cfg: EvalConfig, progress: bool = True) -> list[dict]:
         data = EvalData(ds_cfg, cfg.batch_size, progress=progress)
         for name in ds_cfg.tasks:
             metrics = get_task(name).run(adapter, data, ds_cfg)
-            records.append({"dataset": ds_cfg.name, "task": name, "metrics": metrics})
+            records.append({"dataset": ds_cfg.name, "task": name, "metrics": metrics, "language": ds_cfg.language})
     return records
 
 

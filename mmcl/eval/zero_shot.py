@@ -33,19 +33,15 @@ def zero_shot_metrics(image_features: torch.Tensor, labels: torch.Tensor, classi
     return out
 
 
-def class_prompts(data, classnames=None, templates=None) -> tuple[list[str], list[str]]:
+def class_prompts(data, classnames=None, templates=None, language: str = "en") -> tuple[list[str], list[str]]:
     """Class names and prompt templates for ``data``: the given ones (lists, files or shipped
     benchmark names such as ``imagenet1k`` or ``cifar10``), else the dataset's own
-    (``classnames.txt``, folder names, ``ClassLabel`` names, ...); templates fall back to ImageNet's
-    80 CLIP prompts, as in CLIP_benchmark."""
-    from ..errors import ConfigError
-    from .classnames import resolve_list
+    (``classnames.txt``, folder names, ``ClassLabel`` names, a benchmark's shipped lists, ...);
+    templates fall back to ImageNet's 80 CLIP prompts, as in CLIP_benchmark. ``language`` picks
+    the shipped translations (:func:`mmcl.eval.classnames.resolve_prompts`)."""
+    from .classnames import resolve_prompts
 
-    names = classnames if isinstance(classnames, list) else resolve_list(classnames, "classnames", data.classnames)
-    prompts = templates if isinstance(templates, list) else resolve_list(templates, "templates", data.templates)
-    if names is None:
-        raise ConfigError(f"{data.name}: no class names; pass --classnames FILE or a benchmark name")
-    return names, prompts or resolve_list("imagenet1k", "templates", None)
+    return resolve_prompts(data, classnames, templates, language)
 
 
 def zeroshot_from_features(adapter, enc, names: list[str], prompts: list[str], batch_size: int, name: str) -> dict:

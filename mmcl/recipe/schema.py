@@ -220,6 +220,8 @@ class EvalDatasetConfig:
     # folder, a Hugging Face dataset, WebDataset shards or CLIP_benchmark's WebDataset layout
     path: str = ""
     kind: str = "auto"  # the data source of path and train_path; auto: told from the path
+    # kind may also name a benchmark (cifar10, mscoco_captions, sugar_crepe, wds_<name>, ...;
+    # mmcl.data.benchmarks.list_benchmarks()): path is then its data root, read in its own layout
     split: str = "test"  # data with splits (a Hugging Face dataset dict, CLIP_benchmark's layout)
     # registered evaluation tasks (mmcl.list_tasks()): zeroshot, retrieval, knn, linear_probe, ...
     tasks: list[str] = field(default_factory=lambda: ["zeroshot", "retrieval"])
@@ -236,6 +238,10 @@ class EvalDatasetConfig:
     classnames: str | None = None  # zeroshot: a file (one name per line, or JSON); default: the dataset's own
     templates: str | None = None  # zeroshot: prompt templates with "{}"; default: the dataset's own, else ImageNet's
     max_items: int | None = None
+    # the language of the captions and prompts (ISO 639-1: en, de, zh, ...): a benchmark's captions
+    # (crossmodal3600, multi30k, ...) and the shipped class names and templates; recorded in results
+    language: str = "en"
+    download: bool = False  # a benchmark (kind): fetch its files into path when they are missing
     # retrieval: the k of recall@k; optimistic_ties also reports recall with ties in the query's favour
     recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
     optimistic_ties: bool = False

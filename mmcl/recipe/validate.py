@@ -183,7 +183,7 @@ def validate_eval_dataset(ds: EvalDatasetConfig, key: str, will_exist: bool = Fa
     _check(bool(ds.tasks), f"{key}.tasks is empty; list the tasks to run (see mmcl.list_tasks())")
     for attr in ("path", "train_path", "val_path"):  # any format: a file, a folder or a shard pattern
         value = getattr(ds, attr)
-        if value is not None and not will_exist:
+        if value is not None and not will_exist and not ds.download:  # download: a benchmark fetches it
             _check_exists(value, f"{key}.{attr}")
     for attr in ("classnames", "templates", "compositional"):
         value = getattr(ds, attr)

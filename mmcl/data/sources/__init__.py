@@ -28,6 +28,7 @@ import torch
 
 from ...errors import ConfigError
 from ...recipe import DataConfig
+from ..benchmarks import build_benchmark, is_benchmark
 from ..collate import ImageTextCollate
 from ..evalsets import EvalDataset
 from ..samplers import ResumableBatchSampler, create_sampler
@@ -179,17 +180,34 @@ def open_dataset(
     name: str | None = None,
     group_key: str | None = None,
     labels: bool = True,
+    language: str = "en",
+    download: bool = False,
 ) -> EvalDataset:
     """Open a local evaluation dataset through the source ``kind`` names (``auto``: the one that
     claims ``path``); items are one per image (see :mod:`mmcl.data.evalsets`).
 
+    ``kind`` may also name a benchmark (:func:`mmcl.data.benchmarks.list_benchmarks`: ``cifar10``,
+    ``mscoco_captions``, ``wds_<name>``, ...): ``path`` is then its data root, read in the
+    benchmark's own layout, and the column keys do not apply.
+
     Args:
-        split: for data with splits (a Hugging Face dataset dict, CLIP_benchmark's WebDataset layout).
+        split: for data with splits (a Hugging Face dataset dict, CLIP_benchmark's WebDataset layout,
+            a benchmark's splits).
         image_key, caption_key, label_key: columns (members); None takes the source's defaults.
         labels: False reads no label column (every label -1).
         group_key: a column whose equal values mean the same thing (attribute-level recall).
+        language, download: for a benchmark: the caption language (multilingual retrieval), and
+            whether to fetch missing files first.
     """
     path = str(path)
+    if is_benchmark(kind):
+        if group_key is not None:
+            raise ConfigError(f"{kind}: group_key is a column of CSV/JSONL or Hugging Face data, not of a benchmark")
+        data = build_benchmark(kind, path, split, language, download, max_items, labels)
+        if not isinstance(data, EvalDataset):
+            raise ConfigError(f"{kind} is a compositional benchmark: the compositional task reads it")
+        data.name = name or data.name
+        return data
     kind = detect_source(path, "dataset") if kind == "auto" else kind
     source = get_source(kind, "dataset kind")
     options = OpenOptions(split, image_key, caption_key, label_key, separator, image_root, max_items, labels, group_key)

@@ -122,10 +122,19 @@ def get_source(name: str, key: str = "data.source") -> DataSource:
     return SOURCES.get(name)()
 
 
-def check_source(name: str, key: str = "data.source") -> None:
-    """``auto`` or a registered source name (raises :class:`ConfigError`)."""
-    if name != "auto":
-        get_source(name, key)
+def check_source(name: str, key: str = "data.source", benchmarks: bool = False) -> None:
+    """``auto`` or a registered source name (raises :class:`ConfigError`); with ``benchmarks``, a
+    benchmark name too (an evaluation dataset's ``kind``: its ``path`` is the data root)."""
+    from ..benchmarks import is_benchmark
+
+    if name == "auto" or (benchmarks and is_benchmark(name)):
+        return
+    if benchmarks and name not in SOURCES:
+        raise ConfigError(
+            f"{key}: {name!r} is not a data source nor a benchmark; valid choices: auto, {', '.join(list_sources())}, "
+            "or a benchmark (mmcl.data.benchmarks.list_benchmarks())"
+        )
+    get_source(name, key)
 
 
 def detect_source(path, key: str = "data.train") -> str:

@@ -62,26 +62,40 @@ class ZeroShot(EvalTask):
         from pathlib import Path
 
         from ...data.sources import open_dataset
-        from ..classnames import resolve_list
+        from ..classnames import resolve_list, resolve_prompts
 
         for kind in ("classnames", "templates"):  # a file, or a shipped list's name
             try:
-                resolve_list(getattr(cfg, kind), kind, None)
+                resolve_list(getattr(cfg, kind), kind, None, cfg.language)
             except ConfigError as e:
                 raise ConfigError(f"{key}.{kind}: {e}") from None
         if cfg.classnames is not None or not Path(cfg.path).exists():
             return
-        data = open_dataset(cfg.path, cfg.kind, cfg.split, cfg.image_key, cfg.caption_key, cfg.label_key, max_items=1)
-        if data.classnames is None:
+        data = open_dataset(
+            cfg.path,
+            cfg.kind,
+            cfg.split,
+            cfg.image_key,
+            cfg.caption_key,
+            cfg.label_key,
+            max_items=1,
+            language=cfg.language,
+            download=cfg.download,
+        )
+        if data.classnames is None and not data.info.get("classnames"):
             raise ConfigError(
                 f"{key}: the zeroshot task needs class names: set classnames (a file, one name per line); "
                 f"{cfg.path} carries none (no classnames.txt beside it, no class folders or ClassLabel column)"
             )
+        try:  # a benchmark's shipped lists, in the language asked for
+            resolve_prompts(data, None, cfg.templates, cfg.language)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
 
     def run(self, adapter, data, cfg) -> dict:
         from ..zero_shot import class_prompts, zeroshot_from_features
 
-        names, prompts = class_prompts(data.open("test"), cfg.classnames, cfg.templates)
+        names, prompts = class_prompts(data.open("test"), cfg.classnames, cfg.templates, cfg.language)
         return zeroshot_from_features(adapter, data.encoded(adapter), names, prompts, data.batch_size, cfg.name)
 
 
