@@ -99,6 +99,11 @@ class ModelBackend:
     def describe(self, model) -> str:
         return type(model).__name__
 
+    def smoke_section(self, section: dict, root) -> dict:
+        """The model section for ``mmcl train --smoke``: random init, and no file the machine may
+        lack (``root``: a scratch folder for anything the smoke run has to write instead)."""
+        return section
+
     def has_logit_bias(self, cfg: ModelConfig) -> bool:
         """Whether the model carries a learnable logit bias (sigmoid losses need one)."""
         return cfg.logit_bias_init is not None

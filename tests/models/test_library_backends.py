@@ -5,8 +5,6 @@ losses from `mmcl train`; and they export back to their library with equal embed
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 import mmcl
+from mmcl.cli import main
 from mmcl.models.backends import get_backend
 from mmcl.recipe import ModelConfig
 from mmcl.recipe.load import build_section
@@ -123,24 +122,25 @@ def write_recipe(tmp_path, tiny_corpus, files, which: str, loss: str, **train) -
     return str(path)
 
 
-def cli(*args):
-    res = subprocess.run([sys.executable, "-m", "mmcl.cli", *args], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res
+def cli(capsys, *args):
+    """``mmcl ARGS`` in this process (the CLI's own entry point); returns what it printed."""
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     "which,loss",
     [("tiny-oc-clip", "infonce"), ("tiny-oc-clip", "cluster_infonce"), ("tiny-oc-sigmoid", "siglip")],
 )
-def test_open_clip_trains_from_a_recipe_and_exports(files, tiny_corpus, tmp_path, which, loss):
+def test_open_clip_trains_from_a_recipe_and_exports(files, tiny_corpus, tmp_path, capsys, which, loss):
     import open_clip
 
-    res = cli("train", write_recipe(tmp_path, tiny_corpus, files, which, loss))
-    assert f"weights: open_clip model <- {files[which][1]}" in res.stdout
+    out = cli(capsys, "train", write_recipe(tmp_path, tiny_corpus, files, which, loss))
+    assert f"weights: open_clip model <- {files[which][1]}" in out
     run = tmp_path / f"run-{loss}"
     assert json.loads((run / "results.json").read_text())[0]["task"] == "zeroshot"
-    cli("export", "open_clip", str(run), str(tmp_path / "oc"))
+    cli(capsys, "export", "open_clip", str(run), str(tmp_path / "oc"))
     trained, tokenize, _ = mmcl.load_pretrained(run)
     theirs, _, _ = open_clip.create_model_and_transforms(
         which, pretrained=str(tmp_path / "oc" / "open_clip_model.safetensors")
@@ -153,12 +153,12 @@ def test_open_clip_trains_from_a_recipe_and_exports(files, tiny_corpus, tmp_path
 
 
 @pytest.mark.parametrize("which,loss", [("hf-clip", "infonce"), ("hf-siglip", "siglip")])
-def test_hf_model_trains_from_a_recipe_and_exports_in_its_own_class(files, tiny_corpus, tmp_path, which, loss):
+def test_hf_model_trains_from_a_recipe_and_exports_in_its_own_class(files, tiny_corpus, tmp_path, capsys, which, loss):
     from transformers import AutoModel
 
-    cli("train", write_recipe(tmp_path, tiny_corpus, files, which, loss))
+    cli(capsys, "train", write_recipe(tmp_path, tiny_corpus, files, which, loss))
     run = tmp_path / f"run-{loss}"
-    cli("export", "hf", str(run), str(tmp_path / "hf"))
+    cli(capsys, "export", "hf", str(run), str(tmp_path / "hf"))
     theirs = AutoModel.from_pretrained(tmp_path / "hf").eval()
     assert type(theirs).__name__ == ("CLIPModel" if which == "hf-clip" else "SiglipModel")
     trained, tokenize, _ = mmcl.load_pretrained(run)

@@ -225,6 +225,14 @@ class OpenClipBackend(ModelBackend):
     def describe(self, model) -> str:
         return f"open_clip {model.cfg.name} ({type(model.model).__name__})"
 
+    def smoke_section(self, section: dict, root) -> dict:
+        """The architecture as written, at random init (no weights file); ViTs at 64 px (same
+        layers and widths, fewer patches)."""
+        out = {**section, "pretrained": None}
+        if "vit" in str(section.get("name", "")).lower():
+            out["kwargs"] = {**(section.get("kwargs") or {}), "force_image_size": 64}
+        return out
+
 
 def _load_open_clip_weights(model: nn.Module, path: str) -> None:
     """open_clip's own checkpoint loading (key remapping, position-embedding resizing), after mmcl
