@@ -47,7 +47,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "open_clip.add_model_config(OUT) then create_model_and_transforms(NAME, pretrained=OUT/WEIGHTS). "
         "Needs a timm vision tower and a BERT/RoBERTa/XLM-R text tower with linear heads.",
     )
-    for q in (pre, oc):
+    hf = sub.add_parser(
+        "hf",
+        help="a Hugging Face model folder of the same class (a run of model.backend: hf)",
+        description="Write a model trained with model.backend: hf as a transformers folder of its own class "
+        "(CLIPModel, SiglipModel, VisionTextDualEncoderModel) with its tokenizer and image processor: "
+        "transformers.AutoModel.from_pretrained(OUT) loads it.",
+    )
+    for q in (pre, oc, hf):
         q.add_argument("src", help="an mmcl run folder, an mmcl pretrained folder or an open_clip folder")
         q.add_argument("out", help="the folder to write")
         q.add_argument("--checkpoint", help="run folders: this checkpoint folder (default: the latest)")
@@ -103,7 +110,7 @@ def run(args) -> int:
     from ..models.pretrained import from_pretrained
 
     if getattr(args, "export_format", None) is None:
-        raise ConfigError("mmcl export needs a format: pretrained or open_clip (see mmcl export --help)")
+        raise ConfigError("mmcl export needs a format: pretrained, open_clip or hf (see mmcl export --help)")
     ema = {"auto": None, "model": False, "ema": True}[args.weights]
     if (args.checkpoint or args.weights != "auto") and not (Path(args.src) / "recipe.yaml").is_file():
         raise ConfigError("--checkpoint and --weights are for mmcl run folders")
@@ -116,6 +123,13 @@ def run(args) -> int:
         print(f"wrote {out}: mmcl.from_pretrained({str(out)!r}) loads it")
         if not args.no_card:
             print(f"  model card: {out / 'README.md'}")
+        return 0
+    if args.export_format == "hf":
+        from ..models.backends import get_backend
+        from ..models.hf_clip import export_hf
+
+        out = export_hf(model, get_backend(model.cfg).tokenizer(model.cfg, model), args.out)
+        print(f"wrote {out}: transformers.AutoModel.from_pretrained({str(out)!r}) loads it")
         return 0
     from ..interop.open_clip import export_open_clip
 

@@ -94,14 +94,15 @@ class MmclAdapter(_Adapter):
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None, device=None) -> MmclAdapter:
         """The model of a run folder at ``checkpoint`` (default: the run's latest)."""
-        from ..data import Tokenize, image_transforms
+        from ..models.backends import get_backend
         from ..models.run_folder import load_run
 
-        model, tokenizer, recipe, ckpt = load_run(run_dir, checkpoint)
-        _, eval_tf = image_transforms(model.vision.data_config(), recipe.data.augment)
+        model, _, recipe, ckpt = load_run(run_dir, checkpoint)
+        backend = get_backend(recipe.model)  # the model's own tokenizer and eval transform
+        _, eval_tf = backend.transforms(model, recipe.data.augment)
         adapter = cls(
             model,
-            None if tokenizer is None else Tokenize(tokenizer, recipe.model.text.max_length),
+            backend.tokenizer(recipe.model, model),
             eval_tf,
             device or default_device(),
             name=recipe.name,

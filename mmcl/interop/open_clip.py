@@ -28,6 +28,7 @@ from torch import nn
 
 from ..data import Tokenize
 from ..errors import ConfigError
+from ..models.openclip.backend import OpenClipModel, OpenClipTokenize, open_clip_name
 from ..models.openclip.config import (
     LOCAL_DIR,
     OPEN_CLIP_CONFIG,
@@ -94,6 +95,8 @@ def export_open_clip(
     name = name or out.name
     if not _NAME.match(name) or name == Path(OPEN_CLIP_CONFIG).stem:
         raise ConfigError(f"model config name {name!r}: use letters, digits, '-', '_', '.' (not open_clip_config)")
+    if isinstance(model, OpenClipModel):  # open_clip's own model: its weights and config as they are
+        return _export_native(model, out, name, weights_format, verify)
     text_dir = out / TEXT_DIR
     # every check runs before anything is written
     vision_dir = out / VISION_DIR
@@ -151,6 +154,46 @@ def export_open_clip(
     return result
 
 
+def _export_native(model: OpenClipModel, out: Path, name: str, weights_format: str, verify: bool) -> dict:
+    """An open_clip-backend model: its open_clip config, preprocessing and state dict, unchanged."""
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(open_clip_name(model.cfg))
+    preprocess_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.preprocess_cfg().items()}
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    state = _unshared({k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()})
+    weights = out / WEIGHTS_FILES[weights_format]
+    for other in WEIGHTS_FILES.values():
+        if (out / other).exists() and out / other != weights:
+            (out / other).unlink()
+    if weights_format == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(weights), metadata={"format": "pt"})
+    else:
+        torch.save(state, weights)
+    config_path = out / f"{name}.json"
+    config_path.write_text(json.dumps(model_cfg, indent=2) + "\n")
+    (out / OPEN_CLIP_CONFIG).write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n"
+    )
+    result = {
+        "dir": out,
+        "name": name,
+        "model_config": config_path,
+        "weights": weights,
+        "preprocess_cfg": preprocess_cfg,
+    }
+    if verify:
+        try:
+            result["max_abs_diff"] = verify_open_clip(model, out, None)
+        except ConfigError:
+            _remove([weights, config_path, out / OPEN_CLIP_CONFIG], out, created)
+            raise
+    return result
+
+
 def _remove(files: list[Path], out: Path, created: bool) -> None:
     for f in files:
         f.unlink(missing_ok=True)
@@ -187,7 +230,12 @@ def verify_open_clip(model, folder: str | os.PathLike, tokenizer, atol: float = 
         images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
         ours_i = model.encode_image(images.to(device)).float().cpu()
         theirs_i = oc.encode_image(images, normalize=True)
-        batch = Tokenize(tokenizer, model.cfg.text.max_length)(VERIFY_TEXTS)
+        tokenize = (
+            OpenClipTokenize(oc_tok)
+            if isinstance(model, OpenClipModel)
+            else Tokenize(tokenizer, model.cfg.text.max_length)
+        )
+        batch = tokenize(VERIFY_TEXTS)
         ours_t = model.encode_text(**{k: v.to(device) for k, v in batch.items()}).float().cpu()
         theirs_t = oc.encode_text(oc_tok(VERIFY_TEXTS), normalize=True)
     finally:

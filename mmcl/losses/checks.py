@@ -11,6 +11,7 @@ import inspect
 
 from ..data.samplers import get_sampler
 from ..errors import ConfigError
+from ..models.backends import get_backend
 from ..recipe import Recipe
 from .base import DEFAULT_LOSS, LOSSES, ContrastiveLoss, create_loss, list_losses
 
@@ -70,10 +71,10 @@ def check_loss(recipe: Recipe) -> ContrastiveLoss:
             f"data.sampler: {d.sampler} groups batches by the clusters of loss.name: "
             f"{_losses_where(lambda c: c.provides_clusters)} (got {lo.name!r}); valid choices with this loss: random"
         )
-    if loss.needs_bias and m.logit_bias_init is None:
+    if loss.needs_bias and not get_backend(m).has_logit_bias(m):
         raise ConfigError(
             f"loss {lo.name!r} needs a learnable logit bias: set model.logit_bias_init (SigLIP's paper uses -10, "
-            "with model.logit_scale_init: 10)"
+            "with model.logit_scale_init: 10), or train a model that has one (an open_clip or Hugging Face SigLIP)"
         )
     loss.check_recipe(recipe)
     return loss

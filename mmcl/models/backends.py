@@ -55,9 +55,16 @@ def get_backend(cfg: ModelConfig) -> ModelBackend:
 
 
 class ModelBackend:
-    """The interface of a backend. ``build`` must not touch the network."""
+    """The interface of a backend. ``build`` must not touch the network.
+
+    Backends that wrap another library's whole model (``wraps_library``: open_clip, Hugging Face
+    CLIP) also give the model's tokenizer and transforms, and write into a run or pretrained folder
+    what rebuilds the model offline (``save_metadata`` / ``folder_config``)."""
 
     kinds: ClassVar[tuple[str, ...]] = ()
+    wraps_library: ClassVar[bool] = False
+    # the files save_metadata writes (a folder holding them is this backend's)
+    folder_files: ClassVar[tuple[str, ...]] = ()
 
     def build(self, cfg: ModelConfig, text_config=None, load_weights: bool = True) -> nn.Module:
         """The model for ``cfg``; ``text_config`` (a transformers config) builds a text tower with
@@ -66,6 +73,52 @@ class ModelBackend:
 
     def check(self, cfg: ModelConfig) -> None:
         """Raise :class:`ConfigError` for what this backend cannot build (called before any work starts)."""
+
+    def tokenizer(self, cfg: ModelConfig, model=None):
+        """texts -> ``{"input_ids", "attention_mask"}`` (:class:`mmcl.data.Tokenize` or alike; its
+        ``.tokenizer`` is the library's own), or None for image-only models."""
+        if cfg.kind == "image_image":
+            return None
+        from ..data import Tokenize, load_tokenizer
+
+        return Tokenize(load_tokenizer(cfg.text), cfg.text.max_length)
+
+    def transforms(self, model, augment, located: bool = False):
+        """``(train transform, eval transform)``: PIL image -> pixels."""
+        from ..data.transforms import image_transforms
+
+        return image_transforms(model.vision.data_config(), augment, located)
+
+    def save_metadata(self, model, tokenize, folder) -> None:
+        """Write what rebuilds the model offline into a run or pretrained folder."""
+
+    def folder_config(self, section: dict, folder) -> dict:
+        """A saved model section pointed at what :meth:`save_metadata` wrote into ``folder``."""
+        return section
+
+    def describe(self, model) -> str:
+        return type(model).__name__
+
+    def smoke_section(self, section: dict, root) -> dict:
+        """The model section for ``mmcl train --smoke``: random init, and no file the machine may
+        lack (``root``: a scratch folder for anything the smoke run has to write instead)."""
+        return section
+
+    def has_logit_bias(self, cfg: ModelConfig) -> bool:
+        """Whether the model carries a learnable logit bias (sigmoid losses need one)."""
+        return cfg.logit_bias_init is not None
+
+
+def _no_library_keys(cfg: ModelConfig, backend: str) -> None:
+    """``model.name`` / ``pretrained`` / ``path`` / ``kwargs`` belong to the library backends."""
+    used = [k for k in ("name", "pretrained", "path") if getattr(cfg, k) is not None] + (
+        ["kwargs"] if cfg.kwargs else []
+    )
+    if used:
+        raise ConfigError(
+            f"model.{used[0]} is for the backends that build a whole pretrained CLIP (open_clip, hf); backend "
+            f"{backend} builds from model.vision and model.text (a pretrained CLIP: model.backend: open_clip or hf)"
+        )
 
 
 def check_timm_name(v: VisionConfig, key: str) -> None:
@@ -90,6 +143,7 @@ class TimmHFBackend(ModelBackend):
         return DualEncoder(cfg, vision, HFTextTower(cfg.text, hf_config=text_config))
 
     def check(self, cfg: ModelConfig) -> None:
+        _no_library_keys(cfg, "timm_hf")
         check_timm_name(cfg.vision, "model.vision")
         if cfg.text.config is not None:
             from transformers import CONFIG_MAPPING
@@ -116,6 +170,7 @@ class TimmBackend(ModelBackend):
         return ImageEncoder(cfg, vision, vision2)
 
     def check(self, cfg: ModelConfig) -> None:
+        _no_library_keys(cfg, "timm")
         check_timm_name(cfg.vision, "model.vision")
         if cfg.vision2 is not None:
             check_timm_name(cfg.vision2, "model.vision2")

@@ -34,6 +34,8 @@ def weights_summary(model: nn.Module) -> str:
     cfg = model.cfg
     if cfg.init_from:
         return f"all from model.init_from {cfg.init_from}"
+    if hasattr(model, "weights_note"):  # a library's whole model (open_clip, Hugging Face)
+        return f"{cfg.backend} model <- {model.weights_note}"
     parts = [f"vision <- {model.vision.weights_note}"]
     if getattr(model, "vision2", None) is not None:
         parts.append(f"vision2 <- {model.vision2.weights_note}")

@@ -58,6 +58,42 @@ HUB_PATTERNS = [
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
+def _backend_for_section(section: dict):
+    from .backends import BACKENDS, backend_name  # the backends build the model classes
+
+    return BACKENDS.get(backend_name(build_section(ModelConfig, section, "model")))()
+
+
+def _backend_of(model):
+    from .backends import get_backend  # the backends build the model classes
+
+    return get_backend(model.cfg)
+
+
+def _save_library_model(model, out: Path, tokenizer=None) -> Path:
+    """A pretrained folder of a library's whole CLIP (open_clip, Hugging Face): the weights, the
+    model section, and what the backend needs to rebuild it offline."""
+    from safetensors.torch import save_model
+
+    backend = _backend_of(model)
+    backend.save_metadata(model, tokenizer or backend.tokenizer(model.cfg, model), out)
+    save_model(model, str(out / WEIGHTS_NAME))
+    section = dataclasses.asdict(model.cfg)
+    section.update(init_from=None, pretrained=None)
+    config = {"model_type": MODEL_TYPE, "mmcl_version": _version(), "architecture": ARCHITECTURE, "model": section}
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")  # last: complete
+    return out
+
+
+def _load_library_model(path: Path, section: dict):
+    from .factory import create_model  # the model classes import this module (PretrainedMixin)
+
+    cfg = build_section(ModelConfig, _backend_for_section(section).folder_config(section, path), "model")
+    model = create_model(cfg, load_weights=False)
+    load_safetensors_into(model, path / WEIGHTS_NAME, strict=True)
+    return model
+
+
 def _version() -> str:
     from .. import __version__
 
@@ -141,6 +177,8 @@ def save_pretrained(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    if _backend_of(model).wraps_library:
+        return _save_library_model(model, out, tokenizer)
     if not _image_only(model):
         _resolve_tokenizer(model, tokenizer).save_pretrained(out)
     # a shared/tied tensor is stored once (save_model handles it); the module's own state dict
@@ -258,6 +296,8 @@ def _load_pretrained_dir(path: Path):
     from .factory import create_model  # the model classes import this module (PretrainedMixin)
 
     config = _read_json(path / CONFIG_NAME)
+    if isinstance(config.get("model"), dict) and _backend_for_section(config["model"]).wraps_library:
+        return _load_library_model(path, config["model"])
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         found = _pickles(path)
@@ -391,6 +431,9 @@ def load_pretrained(
     if not p.exists() and _REPO_ID.match(str(path)):
         p = _hub_download(str(path), revision)
     model = from_pretrained(p, checkpoint=checkpoint, ema=ema, device=device)
+    backend = _backend_of(model)
+    if backend.wraps_library:  # a library's whole CLIP: its own tokenizer and preprocessing
+        return model, backend.tokenizer(model.cfg, model), backend.transforms(model, AugmentConfig(enabled=False))[1]
     if _image_only(model):  # an image encoder: no tokenizer
         return model, None, _preprocess_for(model, p)
     tokenizer = load_tokenizer(model.cfg.text)

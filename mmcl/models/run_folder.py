@@ -25,8 +25,10 @@ import yaml
 from transformers import AutoConfig, AutoTokenizer
 
 from ..errors import ConfigError
-from ..recipe import Recipe, recipe_from_dict
+from ..recipe import ModelConfig, Recipe, recipe_from_dict
+from ..recipe.load import build_section
 from ..weights import load_safetensors_into, load_torch_file
+from .backends import BACKENDS, backend_name, get_backend
 from .factory import create_model
 
 CHECKPOINT_DIR = "checkpoints"
@@ -86,6 +88,10 @@ def load_run_recipe(run_dir: str | os.PathLike) -> Recipe:
         data["model"]["vision2"]["weights"] = None
     data["model"]["init_from"] = None
     data["train"]["resume"] = None
+    backend = BACKENDS.get(backend_name(build_section(ModelConfig, data["model"], "model")))()
+    if backend.wraps_library:  # its config, tokenizer and preprocessing were saved in the run folder
+        data["model"] = backend.folder_config(data["model"], Path(run_dir))
+        return recipe_from_dict(data, model_only=True)
     if data["model"].get("kind") == "image_image":  # no text tower
         return recipe_from_dict(data, model_only=True)
     data["model"]["text"]["tokenizer"] = str(Path(run_dir) / "tokenizer")
@@ -113,8 +119,9 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     if ckpt is None or not (ckpt / "model.safetensors").is_file():
         raise ConfigError(f"no checkpoint found in {run_dir / 'checkpoints'}")
     image_image = recipe.model.kind == "image_image"
+    wraps_library = get_backend(recipe.model).wraps_library
     text_config = None
-    if not image_image:
+    if not image_image and not wraps_library:
         text_config = AutoConfig.from_pretrained(run_dir / "text_config.json", local_files_only=True)
     model = create_model(recipe.model, text_config=text_config, load_weights=False)
     has_ema = (ckpt / "ema.safetensors").is_file()
@@ -126,5 +133,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         load_weights(ckpt, model)
     if image_image:
         return model, None, recipe, ckpt
+    if wraps_library:
+        return model, get_backend(recipe.model).tokenizer(recipe.model, model).tokenizer, recipe, ckpt
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "tokenizer", local_files_only=True, trust_remote_code=False)
     return model, tokenizer, recipe, ckpt

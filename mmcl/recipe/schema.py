@@ -144,6 +144,13 @@ class ModelConfig:
     kind: Literal["image_text", "image_image"] = "image_text"
     # what builds the model (mmcl.list_backends()); auto: timm_hf for image_text, timm for image_image
     backend: str = "auto"
+    # backends that build a whole pretrained CLIP: open_clip's architecture name (or a model-config
+    # JSON, a local-dir: folder, an hf-hub: id) and its weights file; a Hugging Face model folder
+    name: str | None = None
+    pretrained: str | None = None
+    path: str | None = None
+    # extra keyword arguments of the backend's constructor (open_clip.create_model, from_pretrained)
+    kwargs: dict[str, Any] = field(default_factory=dict)
     vision: VisionConfig = field(default_factory=VisionConfig)
     vision2: VisionConfig | None = None  # image_image: the second image's own tower; None shares `vision`
     text: TextConfig = field(default_factory=TextConfig)

@@ -230,7 +230,7 @@ def _validate_model(recipe: Recipe) -> None:
         _check(m.vision2 is None, "model.vision2 is a second image tower: it needs model.kind: image_image")
         _check(m.momentum is None, "model.momentum (a MoCo key encoder) needs model.kind: image_image")
         _check(not m.dense, "model.dense (a DenseCL dense head) needs model.kind: image_image")
-        _check_text(m.text)
+        _check_text(m.text, whole_model=m.name is not None or m.path is not None)
     elif m.vision2 is not None:
         _check_vision(m.vision2, "model.vision2")
 
@@ -243,8 +243,16 @@ def _check_vision(v: VisionConfig, key: str = "model.vision") -> None:
     _check(v.image_size is None or v.image_size >= 8, f"{key}.image_size must be >= 8 or null, got {v.image_size}")
 
 
-def _check_text(t: TextConfig) -> None:
+def _check_text(t: TextConfig, whole_model: bool = False) -> None:
+    """``whole_model``: the model section names a whole pretrained CLIP (``model.name`` or
+    ``model.path``), whose text tower comes with it: only the text section's values are checked."""
     _check(t.unlocked_layers >= 0, f"model.text.unlocked_layers must be >= 0, got {t.unlocked_layers}")
+    _check(t.max_length >= 4, f"model.text.max_length must be >= 4, got {t.max_length}")
+    if whole_model:
+        if t.tokenizer is not None:
+            found = Path(resolve_path(t.tokenizer)).is_dir()
+            _check(found, f"model.text.tokenizer: directory not found: {t.tokenizer}")
+        return
     _check(
         (t.path is None) != (t.config is None),
         "model.text: give exactly one of 'path' (a local pretrained model directory) or 'config' "

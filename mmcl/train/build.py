@@ -9,11 +9,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from ..data import Tokenize, image_transforms, load_tokenizer
+from ..data import Tokenize, load_tokenizer
 from ..data.sources import build_train_data
 from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..models import create_model, text_model_config
+from ..models.backends import get_backend
 from ..recipe import Recipe, recipe_to_dict
 from .optim import create_optimizer, create_scheduler
 from .signals import WorkerSignals
@@ -42,6 +43,11 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
 def build_model(recipe: Recipe) -> SimpleNamespace:
     """``(model, text_config, tokenizer, tokenize)``; the last three None for an image-image model."""
     m = recipe.model
+    backend = get_backend(m)
+    if backend.wraps_library:  # a library's whole CLIP: its own tokenizer (open_clip, Hugging Face)
+        model = create_model(m)
+        tokenize = backend.tokenizer(m, model)
+        return SimpleNamespace(model=model, text_config=None, tokenizer=tokenize.tokenizer, tokenize=tokenize)
     if m.kind == "image_image":  # vision towers only: no tokenizer, no captions
         return SimpleNamespace(model=create_model(m), text_config=None, tokenizer=None, tokenize=None)
     text_config = text_model_config(m.text)
@@ -57,7 +63,7 @@ def build_data(recipe: Recipe, model, tokenize, acc: Accelerator):
     data, image_image = recipe.data, recipe.model.kind == "image_image"
     # densecl's match: geometry pairs cells by where each view was cropped: views that say so
     located = image_image and recipe.loss.kwargs.get("match") == "geometry"
-    train_tf, eval_tf = image_transforms(model.vision.data_config(), data.augment, located)
+    train_tf, eval_tf = get_backend(recipe.model).transforms(model, data.augment, located)
     if image_image and data.image2_key is None:
         train_tf = MultiView(train_tf, train_tf)  # two augmented views of each image
     built = build_train_data(

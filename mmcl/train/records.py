@@ -8,6 +8,7 @@ from collections import Counter
 
 from accelerate.utils import gather_object
 
+from ..models.backends import get_backend
 from ..models.factory import weights_summary
 from .checkpoint import output_errors, write_atomic
 
@@ -63,6 +64,9 @@ def write_summary(trainer, skipped: Counter) -> None:
 def _model_line(trainer) -> str:
     r = trainer.recipe
     m = r.model
+    backend = get_backend(m)
+    if backend.wraps_library:
+        return backend.describe(trainer.unwrapped)
     if not trainer.image_image:
         text = f"{trainer.text_config.model_type} ({trainer.text_config.num_hidden_layers} layers)"
         return f"vision {m.vision.name} + text {text}"

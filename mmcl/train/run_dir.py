@@ -10,12 +10,14 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..models.backends import get_backend
 from ..recipe import Recipe, recipe_to_dict
 from .checkpoint import output_errors
 
 
-def save_run_metadata(run_dir: Path, recipe: Recipe, text_config, tokenizer) -> None:
-    """Write the resolved recipe, and the text tower's config and tokenizer, into ``run_dir``.
+def save_run_metadata(run_dir: Path, recipe: Recipe, text_config, tokenizer, model=None, tokenize=None) -> None:
+    """Write the resolved recipe, and the text tower's config and tokenizer, into ``run_dir`` (for a
+    library's whole model: what its backend needs to rebuild it offline).
 
     Raises:
         OutputError: the folder cannot be written (a full disk, a read-only file system).
@@ -23,7 +25,10 @@ def save_run_metadata(run_dir: Path, recipe: Recipe, text_config, tokenizer) -> 
     with output_errors(run_dir, "the recipe and tokenizer of the run"):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-        if text_config is not None:  # image-image models have no text tower
+        backend = get_backend(recipe.model)
+        if backend.wraps_library:
+            backend.save_metadata(model, tokenize, run_dir)
+        elif text_config is not None:  # image-image models have no text tower
             text_config.to_json_file(run_dir / "text_config.json")
             tokenizer.save_pretrained(run_dir / "tokenizer")
 

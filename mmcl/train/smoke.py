@@ -8,7 +8,8 @@ or files the machine may not have is replaced:
   section's augmentation and sampler are kept; a recipe with ``negatives_key`` gets the corpus's
   hard-negative captions (``make-compositional --merge``);
 - ``model.vision.weights`` and ``model.init_from``: dropped (random init); ViTs run at 64 px
-  (same layers and widths, fewer patches);
+  (same layers and widths, fewer patches); an open_clip model drops ``model.pretrained``, and a
+  Hugging Face model whose ``model.path`` is missing becomes a small random-init folder of its family;
 - ``train``: 2 steps, CPU, fp32, no torch.compile, a checkpoint at step 2, into
   ``train.output_dir`` (default ``runs/smoke/<name>``);
 - ``eval``: retrieval and zero-shot on the corpus's 16 held-out pairs; image-image models
@@ -76,6 +77,10 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
         data["data"].update(train=str(merged), caption_key="caption", negatives_key="negatives")
     model = dict(data.get("model") or {})
     model["init_from"] = None
+    if model.get("backend") not in (None, "auto"):  # a library's model: its own smoke-size section
+        from ..models.backends import BACKENDS
+
+        model = BACKENDS.get(model["backend"])().smoke_section(model, out / "data")
     vision = {**(model.get("vision") or {}), "weights": None}
     if str(vision.get("name", "")).startswith(("vit_", "deit", "eva", "beit")):
         vision["kwargs"] = {**(vision.get("kwargs") or {}), "img_size": 64}

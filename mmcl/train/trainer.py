@@ -238,7 +238,7 @@ class Trainer:
             if t.record_samples:
                 truncate_jsonl(self, "samples.jsonl")
         if acc.is_main_process:
-            save_run_metadata(self.run_dir, r, self.text_config, self.tokenizer)
+            save_run_metadata(self.run_dir, r, self.text_config, self.tokenizer, self.unwrapped, self.tokenize)
         with output_errors(self.run_dir, "the metrics"):
             acc.init_trackers(r.name)
         acc.print(startup_summary(self))

@@ -22,8 +22,23 @@ from .conftest import tiny_model
 REPEATED = ["a red shape", "a blue circle above a square", "two shapes", "a small star"]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def _model(source, root):
+    """The model under test: mmcl's own towers, or a user's open_clip model on the open_clip backend."""
+    if source == "mmcl":
+        return tiny_model("test_vit", seed=3)
+    import mmcl
+    from mmcl.recipe import ModelConfig
+    from mmcl.recipe.load import build_section
+
+    from ..models.library_models import write_open_clip
+
+    config, weights = write_open_clip(root / "files", "tiny-oc-clip", seed=3)
+    cfg = {"backend": "open_clip", "name": str(config), "pretrained": str(weights)}
+    return mmcl.create_model(build_section(ModelConfig, cfg, "model"))
+
+
+@pytest.fixture(scope="module", params=["mmcl", "open_clip"])
+def setup(request, tmp_path_factory):
     from mmcl.interop import export_open_clip
 
     root = tmp_path_factory.mktemp("cb")
@@ -41,7 +56,7 @@ def setup(tmp_path_factory):
         for i, row in enumerate(csv.DictReader(lines)):
             w.writerow([str(corpus / row["filepath"]), REPEATED[i % len(REPEATED)]])
     write_clip_benchmark_wds(open_dataset(root / "repeated.csv"), root / "wds_rep", "retrieval", shard_size=32)
-    model = tiny_model("test_vit", seed=3)
+    model = _model(request.param, root)
     model.save_pretrained(root / "mmcl-model")
     export_open_clip(model, root / "open-clip-model")
     return root

@@ -12,15 +12,25 @@ from mmcl.recipe import ModelConfig
 from mmcl.recipe.load import build_section
 
 from ..conftest import MINILM, TINY_BERT, TINY_VIT
+from .library_models import write_hf, write_open_clip
 
+
+def _open_clip(root):
+    config, weights = write_open_clip(root, "tiny-oc-clip")
+    return {"name": str(config), "pretrained": str(weights)}
+
+
+# each backend's tiny model section; library backends write their files under the test's folder first
 TINY = {
-    "timm_hf": {"kind": "image_text", "vision": TINY_VIT, "text": {"config": TINY_BERT, "tokenizer": MINILM}},
-    "timm": {"kind": "image_image", "vision": TINY_VIT, "head": "mlp"},
+    "timm_hf": lambda root: {"vision": TINY_VIT, "text": {"config": TINY_BERT, "tokenizer": MINILM}, "embed_dim": 16},
+    "timm": lambda root: {"kind": "image_image", "vision": TINY_VIT, "head": "mlp", "embed_dim": 16},
+    "open_clip": _open_clip,
+    "hf": lambda root: {"path": str(write_hf(root, "clip"))},
 }
 
 
-def tiny_config(name: str) -> ModelConfig:
-    return build_section(ModelConfig, {**TINY[name], "backend": name, "embed_dim": 16}, "model")
+def tiny_config(name: str, root) -> ModelConfig:
+    return build_section(ModelConfig, {**TINY[name](root), "backend": name}, "model")
 
 
 def test_every_backend_has_a_tiny_config():
@@ -31,7 +41,7 @@ def test_every_backend_has_a_tiny_config():
 @pytest.mark.parametrize("name", list_backends())
 def test_backend_builds_saves_and_reloads_with_identical_embeddings(name, tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_config(name)
+    cfg = tiny_config(name, tmp_path / "files")
     model = mmcl.create_model(cfg).eval()
     images = torch.randn(2, 3, 32, 32)
     model.save_pretrained(tmp_path / "saved")
@@ -44,8 +54,11 @@ def test_backend_builds_saves_and_reloads_with_identical_embeddings(name, tmp_pa
             torch.testing.assert_close(loaded.encode_text(**batch), model.encode_text(**batch), rtol=0, atol=0)
 
 
-def test_an_unknown_or_mismatched_backend_is_one_clear_error():
-    with pytest.raises(ConfigError, match="'nope' is not a model backend; valid choices: auto, timm, timm_hf"):
-        mmcl.create_model(build_section(ModelConfig, {**TINY["timm_hf"], "backend": "nope"}, "model"))
+def test_an_unknown_or_mismatched_backend_is_one_clear_error(tmp_path):
+    section = TINY["timm_hf"](tmp_path)
+    with pytest.raises(
+        ConfigError, match="'nope' is not a model backend; valid choices: auto, hf, open_clip, timm, timm_hf"
+    ):
+        mmcl.create_model(build_section(ModelConfig, {**section, "backend": "nope"}, "model"))
     with pytest.raises(ConfigError, match="builds model.kind image_image, not 'image_text'"):
-        mmcl.create_model(build_section(ModelConfig, {**TINY["timm_hf"], "backend": "timm"}, "model"))
+        mmcl.create_model(build_section(ModelConfig, {**section, "kind": "image_text", "backend": "timm"}, "model"))
