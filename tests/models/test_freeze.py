@@ -99,7 +99,7 @@ def test_frozen_parameters_stay_bitwise_unchanged_through_training(files, tiny_c
 
 def test_a_pattern_that_matches_nothing_names_some_parameters(files):
     cfg = build_section(ModelConfig, {**model_section(files, "timm_hf"), "freeze": [r"visual\..*"]}, "model")
-    with pytest.raises(ConfigError, match=r"model\.freeze\[0\]: 'visual\\\\\.\.\*' matches no parameter.*vision\.trunk"):
+    with pytest.raises(ConfigError, match=r"model\.freeze\[0\]: .* matches no parameter.*vision\.trunk"):
         mmcl.create_model(cfg)
     cfg = build_section(ModelConfig, {**model_section(files, "timm_hf"), "freeze": ["("]}, "model")
     with pytest.raises(ConfigError, match=r"model\.freeze\[0\]: '\(' is not a regular expression"):
