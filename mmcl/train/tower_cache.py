@@ -85,7 +85,7 @@ def image_tower(model: nn.Module) -> nn.Module | None:
     return None
 
 
-RATES = ("drop_prob", "prob", "dropout")  # timm DropPath / PatchDropout, attention dropout rates
+RATES = ("drop_prob", "prob", "dropout", "drop_rate")  # DropPath, PatchDropout, attention, timm head dropout
 
 
 def stochastic_layers(tower: nn.Module) -> list[str]:
@@ -109,7 +109,8 @@ def install_tower_cache(recipe, model: nn.Module) -> TowerCache | None:
     tower = image_tower(model)
     if tower is None:
         raise ConfigError(f"model.vision.cache_locked: {type(model).__name__} has no image tower mmcl can cache")
-    training = [n for n, p in tower.named_parameters() if p.requires_grad]
+    prefix = next(n for n, m in model.named_modules() if m is tower)
+    training = [f"{prefix}.{n}" for n, p in tower.named_parameters() if p.requires_grad]
     if training:
         raise ConfigError(
             f"model.vision.cache_locked needs a locked image tower, but {len(training)} of its parameters train "
