@@ -39,6 +39,18 @@ def sample_keys(keys: torch.Tensor | None):
         _KEYS.reset(token)
 
 
+def _rows_of(args: tuple, kwargs: dict, rows: list[int], n: int) -> tuple[tuple, dict]:
+    """The tower's call arguments for the batch rows ``rows`` only (the images: the first positional
+    argument, or transformers' ``pixel_values``)."""
+    if len(rows) == n:
+        return args, kwargs
+    index = torch.tensor(rows)
+    if args:
+        return (args[0][index.to(args[0].device)], *args[1:]), kwargs
+    pixels = kwargs["pixel_values"]
+    return args, {**kwargs, "pixel_values": pixels[index.to(pixels.device)]}
+
+
 class TowerCache:
     """Wraps ``module.forward`` (an instance attribute: parameter names and state dict unchanged)."""
 
@@ -54,20 +66,19 @@ class TowerCache:
         if keys is None or not self.module.training:
             return self._forward(*args, **kwargs)
         ids = keys.tolist()
-        if ids and all(i in self.store for i in ids):
-            self.hits += len(ids)
-            rows = torch.stack([self.store[i] for i in ids])
-            return rows if self._output_type is None else self._output_type(pooler_output=rows)
-        with torch.no_grad():
-            out = self._forward(*args, **kwargs)
-        features = out if isinstance(out, torch.Tensor) else out.pooler_output
-        if features.shape[0] != len(ids):
-            return out
-        self._output_type = None if isinstance(out, torch.Tensor) else type(out)
-        self.misses += len(ids)
-        for i, row in zip(ids, features.detach()):
-            self.store.setdefault(i, row.clone())
-        return out
+        missing = [j for j, i in enumerate(ids) if i not in self.store]
+        if missing:  # only the samples not seen yet go through the tower
+            args, kwargs = _rows_of(args, kwargs, missing, len(ids))
+            with torch.no_grad():
+                out = self._forward(*args, **kwargs)
+            features = out if isinstance(out, torch.Tensor) else out.pooler_output
+            self._output_type = None if isinstance(out, torch.Tensor) else type(out)
+            for j, row in zip(missing, features.detach()):
+                self.store[ids[j]] = row.clone()
+        self.misses += len(missing)
+        self.hits += len(ids) - len(missing)
+        rows = torch.stack([self.store[i] for i in ids])
+        return rows if self._output_type is None else self._output_type(pooler_output=rows)
 
     def describe(self) -> str:
         return f"{len(self.store)} samples cached, {self.hits} hits, {self.misses} computed"

@@ -4,6 +4,7 @@ with the same result; and a tower whose output could change between epochs is re
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -28,7 +29,7 @@ def files(tmp_path_factory):
 
 
 def recipe(corpus, out_dir, files, backend: str, cache: bool, **train) -> dict:
-    data = tiny_recipe_dict(corpus, out_dir)
+    data = copy.deepcopy(tiny_recipe_dict(corpus, out_dir))  # TINY_VIT is shared
     if backend == "open_clip":  # locked with open_clip's own lock_image_tower
         config, weights = files["open_clip"]
         data["model"] = {"backend": "open_clip", "name": str(config), "pretrained": str(weights)}
@@ -91,3 +92,32 @@ def test_towers_whose_output_can_change_are_refused(files, tiny_corpus, tmp_path
     data["data"]["augment"] = {"enabled": True}
     with pytest.raises(ConfigError, match="set data.augment.enabled: false"):
         recipe_from_dict(data)
+
+
+@pytest.mark.parametrize("backend", ["timm_hf", "hf"])
+def test_a_batch_with_some_cached_samples_runs_only_the_others(files, backend):
+    """Data parallel ranks and mixed batches: the samples not cached yet go through the tower, the
+    rest come from the cache, and the batch's features equal the tower's on the whole batch."""
+    from mmcl.recipe import ModelConfig
+    from mmcl.recipe.load import build_section
+    from mmcl.train.tower_cache import TowerCache, sample_keys
+
+    from ..conftest import MINILM, TINY_BERT, TINY_VIT
+
+    if backend == "hf":
+        section = {"backend": "hf", "path": str(files["hf"]), "freeze": [r"model\.vision_model\..*"]}
+    else:
+        section = {"vision": {**TINY_VIT, "lock": True}, "text": {"config": TINY_BERT, "tokenizer": MINILM}}
+    model = mmcl.create_model(build_section(ModelConfig, section, "model")).train()
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.encode_image(images)
+    cache = TowerCache(image_tower(model))
+    with torch.no_grad(), sample_keys(torch.tensor([10, 11, 12, 13])):
+        model.encode_image(images[:4])
+    with torch.no_grad(), sample_keys(torch.tensor([12, 13, 14, 15])):
+        got = model.encode_image(images[2:])
+    assert (cache.misses, cache.hits, sorted(cache.store)) == (6, 2, [10, 11, 12, 13, 14, 15])
+    torch.testing.assert_close(got, expected[2:], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # outside a training step: the tower itself
+        assert torch.equal(model.encode_image(images), expected)
