@@ -120,9 +120,8 @@ def main() -> None:
     import torch
 
     out = {
-        "command": "python evaluation/finetune/locked_cache.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
-        ),
+        "command": "python evaluation/finetune/locked_cache.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "hardware": {
             "cpu": platform.processor() or platform.machine(),

@@ -71,6 +71,23 @@ def test_cached_training_equals_uncached_training(files, tiny_corpus, tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_webdataset_streams_are_cached_by_their_sample_keys(files, tiny_corpus, tmp_path):
+    """Shards, read as a stream: the ids are hashes of shard name and sample key, so a sample is
+    found again in the next epoch whatever its place in the shuffled stream."""
+    from ..data.corpora import img2dataset_shards
+
+    img2dataset_shards(tiny_corpus, tmp_path / "shards", 3)
+    runs = {}
+    for cache in (False, True):
+        data = recipe(tiny_corpus, tmp_path / str(cache), files, "timm_hf", cache)
+        data["data"].update(train=str(tmp_path / "shards"), shuffle_block=16)
+        runs[cache] = mmcl.Trainer(recipe_from_dict(data))
+        runs[cache].fit()
+    cache = image_tower(runs[True].unwrapped).forward.__self__
+    assert len(cache.store) == 48 and cache.hits == 8 * STEPS - 48
+    assert losses(tmp_path / "True") == losses(tmp_path / "False")
+
+
 def test_a_resumed_run_rebuilds_the_cache_with_the_same_result(files, tiny_corpus, tmp_path):
     straight, resumed = straight_and_resumed(
         tmp_path, lambda out: recipe(tiny_corpus, out, files, "timm_hf", True), stop_at=8
@@ -121,3 +138,23 @@ def test_a_batch_with_some_cached_samples_runs_only_the_others(files, backend):
     torch.testing.assert_close(got, expected[2:], rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # outside a training step: the tower itself
         assert torch.equal(model.encode_image(images), expected)
+
+
+@pytest.mark.slow
+def test_two_processes_cache_their_own_samples_with_the_same_losses(files, tiny_corpus, tmp_path):
+    """gloo, 2 CPU processes: each caches what it reads; the losses equal the uncached run's."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    for cache in (False, True):
+        data = recipe(tiny_corpus, tmp_path / str(cache), files, "timm_hf", cache)
+        data["data"]["batch_size"] = 4
+        (tmp_path / f"{cache}.yaml").write_text(yaml.safe_dump(data))
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        res = subprocess.run(
+            [*launch, "-m", "mmcl.cli", "train", str(tmp_path / f"{cache}.yaml")], capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert losses(tmp_path / "True") == losses(tmp_path / "False")
