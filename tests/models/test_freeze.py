@@ -122,3 +122,17 @@ def test_a_frozen_batchnorm_keeps_its_statistics():
     model.encode_image(torch.randn(4, 3, 32, 32))
     assert all(torch.equal(v, before[k]) for k, v in model.vision.state_dict().items())
     assert all(p.requires_grad for p in model.text.parameters())
+
+
+@pytest.mark.parametrize("backend", ["timm_hf", "open_clip"])
+def test_lit_by_pattern_freezes_what_the_lock_keys_freeze(files, backend):
+    """recipes/lit-freeze-quickstart.yaml's one pattern and the older model.vision.lock agree."""
+    base = model_section(files, backend)
+    pattern = r"vision\..*" if backend == "timm_hf" else r"model\.visual\..*"
+    by_lock = mmcl.create_model(
+        build_section(ModelConfig, {**base, "vision": {**base.get("vision", {}), "lock": True}}, "model")
+    )
+    by_pattern = mmcl.create_model(build_section(ModelConfig, {**base, "freeze": [pattern]}, "model"))
+    trained = [{n for n, p in m.named_parameters() if p.requires_grad} for m in (by_lock, by_pattern)]
+    assert trained[0] == trained[1] and len(trained[0]) > 0
+    assert not any(n.startswith(pattern[:-4].replace("\\", "")) for n in trained[0])
