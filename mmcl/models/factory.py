@@ -9,6 +9,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..recipe import ModelConfig
 from .backends import get_backend
+from .freeze import apply_freeze
 
 
 def create_model(cfg: ModelConfig, text_config=None, load_weights: bool = True) -> nn.Module:
@@ -26,6 +27,7 @@ def create_model(cfg: ModelConfig, text_config=None, load_weights: bool = True) 
     model = get_backend(cfg).build(cfg, text_config=text_config, load_weights=load_weights)
     if load_weights and cfg.init_from:
         init_from_pretrained(model, cfg.init_from)
+    apply_freeze(model, cfg.freeze, cfg.unfreeze)  # model.freeze regexes (a no-op when empty)
     return model
 
 

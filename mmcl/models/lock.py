@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 def lock_timm(trunk: nn.Module, unlocked_groups: int = 0) -> None:
     """Freeze a timm model except its last ``unlocked_groups`` coarse layer groups."""
-    from timm.models import group_modules
+    from timm.models import group_modules, group_parameters
     from timm.utils.model import freeze
 
     if not hasattr(trunk, "group_matcher"):
@@ -31,6 +31,10 @@ def lock_timm(trunk: nn.Module, unlocked_groups: int = 0) -> None:
         )
     locked = [name for g in order[: len(order) - unlocked_groups] for name in groups[g]]
     freeze(trunk, locked)
+    # parameters of the trunk itself (a ViT's cls_token, pos_embed) belong to no submodule above
+    params, by_group = dict(trunk.named_parameters()), group_parameters(trunk, trunk.group_matcher(coarse=True))
+    for name in (n for g in order[: len(order) - unlocked_groups] for n in by_group.get(g, [])):
+        params[name].requires_grad_(False)
 
 
 def _layer_list(model: nn.Module, n_layers: int) -> nn.ModuleList | None:

@@ -122,6 +122,9 @@ class VisionConfig:
     # weights must name every tensor of the tower, and only those; false: load what matches, print the rest
     strict: bool = True
     patch_dropout: float = 0.0  # FLIP: drop this fraction of patch tokens while training (ViTs only)
+    # a locked tower (every parameter frozen) without augmentation: compute its output once per sample
+    # (keyed by the sample id) and reuse it in later epochs; exact (docs/finetune.md#locked-tower-cache)
+    cache_locked: bool = False
 
 
 @dataclass
@@ -169,6 +172,10 @@ class ModelConfig:
     # start from these weights: a pretrained folder (save_pretrained / mmcl export pretrained), a run
     # folder or an open_clip export (mmcl.interop); the sections above must describe the same model
     init_from: str | None = None
+    # regexes over the model's parameter names (re.fullmatch): matching parameters are frozen (no
+    # gradient, not in the optimizer), except those unfreeze matches (docs/finetune.md#freezing-by-pattern)
+    freeze: list[str] = field(default_factory=list)
+    unfreeze: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -190,6 +197,9 @@ class TrainConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
+    # layer-wise lr decay (BEiT/ELECTRA): lr x decay^(L + 1 - layer id) in each transformer tower; one
+    # number for both towers or {vision: d, text: d} (docs/finetune.md#layer-wise-learning-rate-decay)
+    layer_decay: float | dict[str, float] | None = None
     accumulation_steps: int = 1  # micro-batches per step; GradCache keeps negatives from all of them
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     cpu: bool = False  # force CPU even when a GPU is visible

@@ -41,6 +41,7 @@ def validate(recipe: Recipe, model_only: bool = False) -> None:
     _validate_data(recipe)
     _validate_train(recipe)
     _validate_eval(recipe)
+    _validate_finetune(recipe)
     if recipe.model.kind == "image_image":
         _validate_image_image(recipe)
 
@@ -54,6 +55,30 @@ def _validate_image_image(recipe: Recipe) -> None:
         "image_image training without data.image2_key contrasts two augmented views of each image: set "
         "data.augment.enabled: true (preset: simclr), or name the paired image column in data.image2_key",
     )
+
+
+def _validate_finetune(recipe: Recipe) -> None:
+    """model.freeze/unfreeze, train.layer_decay, model.vision.cache_locked (docs/finetune.md)."""
+    import re
+
+    m, d = recipe.model, recipe.train.layer_decay
+    for key in ("freeze", "unfreeze"):
+        for i, pattern in enumerate(getattr(m, key)):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"model.{key}[{i}]: {pattern!r} is not a regular expression ({e})") from None
+    for tower, value in (d if isinstance(d, dict) else {"": d} if d is not None else {}).items():
+        key = f"train.layer_decay.{tower}" if tower else "train.layer_decay"
+        _check(tower in ("", "vision", "text"), f"{key}: not a tower; valid choices: vision, text")
+        _check(isinstance(value, (int, float)) and 0 < value <= 1, f"{key} must be in (0, 1], got {value!r}")
+    if m.vision.cache_locked:
+        _check(m.kind == "image_text", "model.vision.cache_locked caches a locked image tower of model.kind image_text")
+        _check(
+            not recipe.data.augment.enabled,
+            "model.vision.cache_locked reuses each image's tower output, so the image must not change between "
+            "epochs: set data.augment.enabled: false",
+        )
 
 
 def _validate_name(name: str) -> None:

@@ -18,6 +18,7 @@ from ..models.backends import get_backend
 from ..recipe import Recipe, recipe_to_dict
 from .optim import create_optimizer, create_scheduler
 from .signals import WorkerSignals
+from .tower_cache import install_tower_cache
 from .tracking import make_trackers
 
 
@@ -94,6 +95,9 @@ def prepare_model(recipe: Recipe, model, acc: Accelerator):
                 "(or a tower and head without BatchNorm, e.g. model.head: mlp)"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    cache = install_tower_cache(recipe, model)  # model.vision.cache_locked (mmcl.train.tower_cache)
+    if cache is not None:
+        acc.print("  locked-tower cache: the image tower's output is computed once per sample and reused")
     optimizer = create_optimizer(model, t, acc.device)
     scheduler = create_scheduler(optimizer, t)
     if t.compile:

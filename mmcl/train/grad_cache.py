@@ -27,6 +27,7 @@ from contextlib import nullcontext
 import torch
 
 from ..losses.base import call_cross_modal, call_image_image
+from .tower_cache import sample_keys
 
 IMAGE_TEXT = ("image_embeds", "text_embeds")
 IMAGE_IMAGE = ("embeds", "embeds2", "dense", "dense2", "feature_map", "feature_map2")
@@ -50,7 +51,8 @@ def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 def _forward(model, b: dict):
     if "images2" in b:  # image-image: two views or two image modalities
         return model(b["images"], b["images2"])
-    return model(b["images"], b["input_ids"], b["attention_mask"])
+    with sample_keys(b.get("index")):  # the locked-tower cache's keys (model.vision.cache_locked)
+        return model(b["images"], b["input_ids"], b["attention_mask"])
 
 
 def loss_inputs(out) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..recipe import TrainConfig
+from .layer_decay import decayed_groups
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -36,7 +37,10 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | 
     fused = cfg.fused_adamw if cfg.fused_adamw is not None else (device is not None and device.type == "cuda")
     if fused:
         kwargs["fused"] = True
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kwargs)
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.layer_decay is not None:  # BEiT-style lr per layer (mmcl.train.layer_decay)
+        groups = decayed_groups(model, groups, cfg.lr, cfg.layer_decay)
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def lr_lambda(cfg: TrainConfig):

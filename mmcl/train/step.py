@@ -7,6 +7,7 @@ import torch
 from ..errors import TrainingError
 from ..losses.base import call_cross_modal
 from .grad_cache import full_batch_loss, loss_inputs
+from .tower_cache import sample_keys
 
 
 def image_text_forward(model, batch: dict, negatives_grad: bool = True, encode_text=None):
@@ -33,7 +34,7 @@ def image_text_forward(model, batch: dict, negatives_grad: bool = True, encode_t
 def batch_loss(model, loss_fn, batch: dict, image_image: bool, negatives_grad: bool, encode_text, autocast, name=""):
     """The loss of one batch: image-text (with any hard-negative captions in the same text pass)
     or image-image (two views, or two image modalities). Towers under ``autocast``, loss in fp32."""
-    with autocast():
+    with autocast(), sample_keys(batch.get("index")):  # the locked-tower cache's keys (model.vision.cache_locked)
         if image_image:
             out = model(batch["images"], batch["images2"])
         else:
