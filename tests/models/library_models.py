@@ -47,8 +47,9 @@ def write_open_clip(root: Path, name: str, seed: int = 0) -> tuple[Path, Path]:
 
 
 def write_hf(root: Path, kind: str, seed: int = 0) -> Path:
-    """A random-init Hugging Face ``CLIPModel`` (``kind="clip"``) or ``SiglipModel`` folder with a
-    tokenizer (the packaged MiniLM's) and an image processor, as ``save_pretrained`` writes them."""
+    """A random-init Hugging Face ``CLIPModel`` (``kind="clip"``), ``SiglipModel`` (``"siglip"``) or
+    ``VisionTextDualEncoderModel`` (``"dual"``: a ViT and a BERT) folder with a tokenizer (the packaged
+    MiniLM's) and an image processor, as ``save_pretrained`` writes them."""
     from transformers import (
         AutoTokenizer,
         CLIPConfig,
@@ -81,7 +82,16 @@ def write_hf(root: Path, kind: str, seed: int = 0) -> Path:
         "patch_size": 8,
     }
     torch.manual_seed(seed)
-    if kind == "clip":
+    if kind == "dual":
+        from transformers import BertConfig, VisionTextDualEncoderConfig, ViTConfig, ViTImageProcessor
+        from transformers import VisionTextDualEncoderModel as Dual
+
+        config = VisionTextDualEncoderConfig.from_vision_text_configs(
+            ViTConfig(**vision), BertConfig(**text), projection_dim=16
+        )
+        model = Dual(config)
+        processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    elif kind == "clip":
         # CLIP pools the text at its end-of-text token: BERT's [SEP] here
         text.update(eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id)
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))

@@ -27,7 +27,7 @@ TEXTS = ["a red circle", "two blue squares above a green star", "x"]
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("library-models")
     out = {name: write_open_clip(root, name) for name in ("tiny-oc-clip", "tiny-oc-sigmoid")}
-    out.update({f"hf-{kind}": write_hf(root, kind) for kind in ("clip", "siglip")})
+    out.update({f"hf-{kind}": write_hf(root, kind) for kind in ("clip", "siglip", "dual")})
     return out
 
 
@@ -61,7 +61,7 @@ def test_open_clip_embeddings_equal_open_clips_own(files, which):
     assert (model.logit_bias is not None) == (which == "tiny-oc-sigmoid")
 
 
-@pytest.mark.parametrize("which", ["hf-clip", "hf-siglip"])
+@pytest.mark.parametrize("which", ["hf-clip", "hf-siglip", "hf-dual"])
 def test_hf_embeddings_equal_transformers_own(files, which):
     from transformers import AutoModel, AutoTokenizer
 
@@ -152,7 +152,7 @@ def test_open_clip_trains_from_a_recipe_and_exports(files, tiny_corpus, tmp_path
         assert (theirs.encode_text(ids, normalize=True) - trained.encode_text(**tokenize(TEXTS))).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("which,loss", [("hf-clip", "infonce"), ("hf-siglip", "siglip")])
+@pytest.mark.parametrize("which,loss", [("hf-clip", "infonce"), ("hf-siglip", "siglip"), ("hf-dual", "infonce")])
 def test_hf_model_trains_from_a_recipe_and_exports_in_its_own_class(files, tiny_corpus, tmp_path, capsys, which, loss):
     from transformers import AutoModel
 
@@ -160,7 +160,8 @@ def test_hf_model_trains_from_a_recipe_and_exports_in_its_own_class(files, tiny_
     run = tmp_path / f"run-{loss}"
     cli(capsys, "export", "hf", str(run), str(tmp_path / "hf"))
     theirs = AutoModel.from_pretrained(tmp_path / "hf").eval()
-    assert type(theirs).__name__ == ("CLIPModel" if which == "hf-clip" else "SiglipModel")
+    classes = {"hf-clip": "CLIPModel", "hf-siglip": "SiglipModel", "hf-dual": "VisionTextDualEncoderModel"}
+    assert type(theirs).__name__ == classes[which]
     trained, tokenize, _ = mmcl.load_pretrained(run)
     images, batch = torch.randn(2, 3, 32, 32), tokenize(TEXTS)
     kwargs = {"input_ids": batch["input_ids"]} if which == "hf-siglip" else batch
@@ -172,3 +173,18 @@ def test_hf_model_trains_from_a_recipe_and_exports_in_its_own_class(files, tiny_
     # and it is no longer the starting model: it trained
     start, _ = build(files, which)
     assert not torch.equal(start.encode_image(images), trained.encode_image(images))
+
+
+def test_open_clip_resumes_exactly_with_grad_cache_and_ema(files, tiny_corpus, tmp_path):
+    """A user's open_clip model, GradCache accumulation (2 micro-batches) and an EMA, stopped at
+    step 2 and resumed: the weights (and the EMA) equal the straight run's."""
+    from ..conftest import assert_same_weights, straight_and_resumed
+
+    def recipe(out):
+        data = yaml.safe_load(open(write_recipe(tmp_path, tiny_corpus, files, "tiny-oc-clip", "infonce")))
+        data["train"] = train_section(out, steps=4, lr=1e-3, accumulation_steps=2, ema_decay=0.9, checkpoint_every=2)
+        data["eval"] = {"datasets": []}
+        return data
+
+    straight, resumed = straight_and_resumed(tmp_path, recipe, stop_at=2)
+    assert_same_weights(straight, resumed)
