@@ -3,6 +3,7 @@ transforms, the data, and the optimizer, schedule and EMA around the model."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import torch
@@ -16,6 +17,7 @@ from ..errors import ConfigError
 from ..models import create_model, text_model_config
 from ..recipe import Recipe
 from .optim import create_optimizer, create_scheduler
+from .sharding import shard_model, sharding_on, split_param_groups
 from .signals import WorkerSignals
 from .tracking import JSONLTracker
 
@@ -26,6 +28,14 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise ConfigError(
             "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
         )
+    for launcher in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{launcher}", "false").lower() == "true":
+            # Accelerate would shard on GPUs only and quietly run DDP on CPU: mmcl shards itself
+            raise ConfigError(
+                f"this run was launched with Accelerate's {launcher} config; mmcl shards with the recipe key "
+                "train.sharding: fsdp instead: launch with recipes/accelerate/fsdp.yaml (or multi_gpu.yaml, torchrun) "
+                "and set train.sharding: fsdp"
+            )
     trackers = [JSONLTracker(recipe.run_dir) if name == "jsonl" else name for name in t.trackers]
     # Accelerate keeps one global state per process; a second Trainer in the same process (a
     # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
@@ -77,7 +87,8 @@ def build_data(recipe: Recipe, model, tokenize, acc: Accelerator):
 
 def prepare_model(recipe: Recipe, model, acc: Accelerator):
     """``(prepared model, optimizer, scheduler, EMA or None)``: memory format, SyncBatchNorm,
-    AdamW and its schedule, torch.compile, Accelerate's wrapping."""
+    AdamW and its schedule, torch.compile, Accelerate's wrapping, or FSDP2 with ``train.sharding:
+    fsdp`` (:mod:`.sharding`)."""
     t = recipe.train
     if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
         model.to(memory_format=torch.channels_last)
@@ -88,6 +99,13 @@ def prepare_model(recipe: Recipe, model, acc: Accelerator):
                 "(or a tower and head without BatchNorm, e.g. model.head: mlp)"
             )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if sharding_on(recipe, acc.num_processes):
+        # FSDP2 applied here, not by accelerator.prepare (which would wrap the model in DDP)
+        model = shard_model(model, recipe, acc.device, acc.num_processes)
+        optimizer = split_param_groups(create_optimizer(model, t, acc.device))
+        return model, optimizer, create_scheduler(optimizer, t), None
+    if t.sharding == "fsdp":
+        acc.print("train.sharding: fsdp with one process: nothing to shard, the model is trained whole")
     optimizer = create_optimizer(model, t, acc.device)
     scheduler = create_scheduler(optimizer, t)
     if t.compile:
