@@ -15,11 +15,37 @@ from ..data.sources import build_train_data
 from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..models import create_model, text_model_config
-from ..recipe import Recipe
+from ..recipe import Recipe, validate
 from .optim import create_optimizer, create_scheduler
 from .sharding import shard_model, sharding_on, split_param_groups
 from .signals import WorkerSignals
 from .tracking import JSONLTracker
+
+
+def _launched_with(kind: str) -> bool:
+    """Whether ``accelerate launch`` was given a config with ``distributed_type: FSDP`` or ``DEEPSPEED``."""
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
+
+
+def apply_launch_config(recipe: Recipe) -> None:
+    """Route an Accelerate FSDP launch (recipes/accelerate/fsdp.yaml) to mmcl's own sharding and
+    refuse a DeepSpeed one. Accelerate's FSDP plugin shards on GPUs only (on CPU it quietly runs
+    DDP) and would wrap the model itself, so it is switched off and ``train.sharding`` set to fsdp;
+    the recipe's ``train.*`` keys, not the config's ``fsdp_config``, then decide how it shards."""
+    if _launched_with("DEEPSPEED"):
+        raise ConfigError(
+            "mmcl does not support DeepSpeed (docs/scale.md, 'DeepSpeed'); shard with train.sharding: fsdp, "
+            "launched with torchrun or recipes/accelerate/fsdp.yaml"
+        )
+    if not _launched_with("FSDP"):
+        return
+    os.environ["ACCELERATE_USE_FSDP"] = "false"  # read when Accelerate's state is created, just below
+    if recipe.train.sharding != "fsdp":
+        recipe.train.sharding = "fsdp"
+        try:
+            validate(recipe)
+        except ConfigError as e:
+            raise ConfigError(f"launched with Accelerate's FSDP config: {e}") from None
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -28,14 +54,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise ConfigError(
             "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
         )
-    for launcher in ("FSDP", "DEEPSPEED"):
-        if os.environ.get(f"ACCELERATE_USE_{launcher}", "false").lower() == "true":
-            # Accelerate would shard on GPUs only and quietly run DDP on CPU: mmcl shards itself
-            raise ConfigError(
-                f"this run was launched with Accelerate's {launcher} config; mmcl shards with the recipe key "
-                "train.sharding: fsdp instead: launch with recipes/accelerate/fsdp.yaml (or multi_gpu.yaml, torchrun) "
-                "and set train.sharding: fsdp"
-            )
+    apply_launch_config(recipe)
     trackers = [JSONLTracker(recipe.run_dir) if name == "jsonl" else name for name in t.trackers]
     # Accelerate keeps one global state per process; a second Trainer in the same process (a
     # notebook, a sweep) may use another precision. The distributed set-up itself is kept.

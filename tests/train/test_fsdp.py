@@ -241,18 +241,46 @@ def test_sharding_refuses_what_it_does_not_support(tiny_corpus, tmp_path):
         recipe_from_dict(data)
 
 
-def test_accelerate_fsdp_and_deepspeed_launches_are_refused(tiny_corpus, tmp_path, monkeypatch):
-    """Accelerate's FSDP plugin would quietly run DDP on CPU: a launch with its config says what to do."""
+def test_an_accelerate_fsdp_launch_shards_and_deepspeed_is_refused(tiny_corpus, tmp_path, monkeypatch):
+    """recipes/accelerate/fsdp.yaml turns on train.sharding: fsdp (Accelerate's own FSDP plugin, which
+    would quietly run DDP on CPU, is switched off); a DeepSpeed launch is refused in one line."""
+    import os
+
     from mmcl.errors import ConfigError
     from mmcl.recipe import recipe_from_dict
     from mmcl.train.build import make_accelerator
 
     r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4))
-    for launcher in ("FSDP", "DEEPSPEED"):
-        monkeypatch.setenv(f"ACCELERATE_USE_{launcher}", "true")
-        with pytest.raises(ConfigError, match="train.sharding: fsdp"):
-            make_accelerator(r)
-        monkeypatch.delenv(f"ACCELERATE_USE_{launcher}")
+    assert r.train.sharding == "none"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    make_accelerator(r)
+    assert r.train.sharding == "fsdp" and os.environ["ACCELERATE_USE_FSDP"] == "false"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4, ema_decay=0.99))
+    with pytest.raises(ConfigError, match="Accelerate's FSDP config: train.sharding: fsdp does not support"):
+        make_accelerator(r)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match="does not support DeepSpeed"):
+        make_accelerator(r)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_fsdp_config_trains_sharded(straight, tmp_path):
+    """``accelerate launch --config_file recipes/accelerate/fsdp.yaml`` on a recipe without
+    train.sharding: the FSDP run's losses and weights, and the run folder records the sharding."""
+    root, _ = straight
+    data = yaml.safe_load((root / "fsdp.yaml").read_text())
+    del data["train"]["sharding"]
+    data["train"]["output_dir"] = str(tmp_path / "run")
+    config = Path(__file__).parents[2] / "recipes" / "accelerate" / "fsdp.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    cmd += ["--num_processes", "2", "--mixed_precision", "no", "-m", "mmcl.cli", "train"]
+    res = subprocess.run([*cmd, str(write(data, tmp_path / "plain.yaml"))], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "4 per process x 2 processes" in res.stdout and "sharded with FSDP2" in res.stdout
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["train"]["sharding"] == "fsdp"
+    assert_same_run(root / "fsdp", tmp_path / "run")
 
 
 def test_shard_units_are_blocks_and_stages():
