@@ -1,6 +1,7 @@
 """Sharded training (``train.sharding: fsdp``, FSDP2) with 2 gloo processes on CPU: the same losses
 and final weights as DDP with 2 processes and, for models without BatchNorm, as one process with
-the whole batch; checkpoints that resume exactly across 2 -> 1 -> 2 processes and export.
+the whole batch (default suite: ViT + BERT with InfoNCE; slow: every loss and the quickstart
+model); checkpoints that resume exactly across 2 -> 1 -> 2 processes and export.
 
 Tolerance (fp32): losses rtol 1e-5, atol 1e-6; weights rtol 1e-4, atol 1e-5 (as the DDP-vs-one-process
 test). Measured when written: FSDP vs DDP weights differ by at most ~1e-7, vs one process ~1e-6.
@@ -120,11 +121,11 @@ def train_here(data: dict) -> None:
 
 @pytest.fixture(scope="module")
 def straight(tiny_corpus, tmp_path_factory):
-    """ViT + BERT, infonce: 2 FSDP processes at batch 4 and one process at batch 8 (in this one)."""
+    """ViT + BERT, infonce: 2 FSDP processes at batch 4, then 2 DDP processes at batch 4 (the same
+    launch), and one process at batch 8 (in this one)."""
     root = tmp_path_factory.mktemp("fsdp")
-    out = launch(
-        [write(recipe(tiny_corpus, root / "fsdp", "vitbert", "infonce", 4, sharding="fsdp"), root / "fsdp.yaml")], 2
-    )
+    fsdp = write(recipe(tiny_corpus, root / "fsdp", "vitbert", "infonce", 4, sharding="fsdp"), root / "fsdp.yaml")
+    out = launch([fsdp, write(recipe(tiny_corpus, root / "ddp", "vitbert", "infonce", 4), root / "ddp.yaml")], 2)
     train_here(recipe(tiny_corpus, root / "one", "vitbert", "infonce", 8))
     return root, out
 
@@ -133,6 +134,11 @@ def test_fsdp_equals_one_process_with_the_whole_batch(straight):
     root, out = straight
     assert "4 per process x 2 processes" in out and "sharded with FSDP2" in out
     assert_same_run(root / "one", root / "fsdp")
+
+
+def test_fsdp_equals_ddp(straight):
+    root, _ = straight
+    assert_same_run(root / "ddp", root / "fsdp")
 
 
 def test_a_sharded_checkpoint_holds_whole_weights_and_optimizer_shards(straight):
