@@ -37,9 +37,11 @@ def apply_launch_config(recipe: Recipe) -> None:
             "mmcl does not support DeepSpeed (docs/scale.md, 'DeepSpeed'); shard with train.sharding: fsdp, "
             "launched with torchrun or recipes/accelerate/fsdp.yaml"
         )
-    if not _launched_with("FSDP"):
+    if not (_launched_with("FSDP") or os.environ.get("MMCL_ACCELERATE_FSDP") == "1"):
         return
-    os.environ["ACCELERATE_USE_FSDP"] = "false"  # read when Accelerate's state is created, just below
+    # Accelerate reads this when its state is created, just below; the launch is remembered for a
+    # second Trainer in this process (a sweep)
+    os.environ.update(ACCELERATE_USE_FSDP="false", MMCL_ACCELERATE_FSDP="1")
     if recipe.train.sharding != "fsdp":
         recipe.train.sharding = "fsdp"
         try:

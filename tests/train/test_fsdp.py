@@ -259,13 +259,17 @@ def test_an_accelerate_fsdp_launch_shards_and_deepspeed_is_refused(tiny_corpus, 
     r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4))
     assert r.train.sharding == "none"
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.delenv("MMCL_ACCELERATE_FSDP", raising=False)
     make_accelerator(r)
     assert r.train.sharding == "fsdp" and os.environ["ACCELERATE_USE_FSDP"] == "false"
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    second = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4))
+    make_accelerator(second)  # a second Trainer in the same launched process shards too
+    assert second.train.sharding == "fsdp"
     r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4, ema_decay=0.99))
     with pytest.raises(ConfigError, match="Accelerate's FSDP config: train.sharding: fsdp does not support"):
         make_accelerator(r)
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.delenv("MMCL_ACCELERATE_FSDP")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(ConfigError, match="does not support DeepSpeed"):
         make_accelerator(r)
