@@ -1,5 +1,6 @@
 """GPU benchmark on one H100/H200: mmcl against open_clip training throughput and MFU, mmcl with
-FSDP2, and the retrieval evaluation; one JSON and one markdown table (about 3 minutes on an H100).
+FSDP2, and the retrieval evaluation; one JSON and one markdown table (an estimated 2-3 minutes on
+an H100; it has not run on a GPU yet).
 
 1. **Training, interleaved.** Both libraries train a ViT-B/16 CLIP (random init, 224 px) at batch
    256 under bf16 autocast with AdamW (fused on GPU) and gradient clipping at 1.0, on fixed random
