@@ -216,6 +216,12 @@ class TrainConfig:
     fused_adamw: bool | None = None  # None: fused where it runs (GPU); true/false to force
     # BatchNorm statistics over the global batch (SimCLR's "global BN"); GPU, several processes
     sync_bn: bool = False
+    # none: every process holds the whole model (DDP); fsdp: parameters, gradients and optimizer state
+    # sharded over the processes (FSDP2; each tower's blocks are units; docs/scale.md). One process: none
+    sharding: Literal["none", "fsdp"] = "none"
+    # fsdp: free each block's gathered parameters after its forward and gather them again for backward
+    # (least memory); false keeps them from forward to backward (less communication, more memory)
+    reshard_after_forward: bool = True
     ema_decay: float | None = None  # keep an EMA of the weights (e.g. 0.999); evaluation then uses it
     max_bad_steps: int = 5  # non-finite loss/gradient steps in a row before the run stops
     peak_flops: float | None = None  # per device, for MFU; default: measured (CPU) or the GPU's spec

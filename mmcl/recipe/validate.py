@@ -176,6 +176,17 @@ def _validate_train(recipe: Recipe) -> None:
         t.stop_at_step is None or 0 < t.stop_at_step <= t.steps,
         f"train.stop_at_step must be in [1, train.steps={t.steps}], got {t.stop_at_step}",
     )
+    _check(t.sharding in ("none", "fsdp"), f"train.sharding must be none or fsdp, got {t.sharding!r}")
+    if t.sharding == "fsdp":
+        refused = [
+            (recipe.model.kind == "image_image", "model.kind: image_image (image-text models only)"),
+            (t.ema_decay is not None, "train.ema_decay (the EMA would be a whole copy on every process)"),
+            (t.compile, "train.compile (not tested with sharding yet)"),
+            (t.precision == "fp16", "train.precision: fp16 (use bf16; fp16 needs a sharded gradient scaler)"),
+            (not recipe.data.negatives_grad, "data.negatives_grad: false (a text pass outside the sharded model)"),
+        ]
+        for bad, what in refused:
+            _check(not bad, f"train.sharding: fsdp does not support {what}; use train.sharding: none for it")
     if t.resume not in (None, "latest"):
         _check(
             Path(t.resume).is_dir(),

@@ -3,6 +3,7 @@ transforms, the data, and the optimizer, schedule and EMA around the model."""
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import torch
@@ -15,11 +16,40 @@ from ..data.transforms import MultiView
 from ..errors import ConfigError
 from ..models import create_model, text_model_config
 from ..models.backends import get_backend
-from ..recipe import Recipe, recipe_to_dict
+from ..recipe import Recipe, recipe_to_dict, validate
 from .optim import create_optimizer, create_scheduler
+from .sharding import shard_model, sharding_on, split_param_groups
 from .signals import WorkerSignals
 from .tower_cache import install_tower_cache
 from .tracking import make_trackers
+
+
+def _launched_with(kind: str) -> bool:
+    """Whether ``accelerate launch`` was given a config with ``distributed_type: FSDP`` or ``DEEPSPEED``."""
+    return os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true"
+
+
+def apply_launch_config(recipe: Recipe) -> None:
+    """Route an Accelerate FSDP launch (recipes/accelerate/fsdp.yaml) to mmcl's own sharding and
+    refuse a DeepSpeed one. Accelerate's FSDP plugin shards on GPUs only (on CPU it quietly runs
+    DDP) and would wrap the model itself, so it is switched off and ``train.sharding`` set to fsdp;
+    the recipe's ``train.*`` keys, not the config's ``fsdp_config``, then decide how it shards."""
+    if _launched_with("DEEPSPEED"):
+        raise ConfigError(
+            "mmcl does not support DeepSpeed (docs/scale.md, 'DeepSpeed'); shard with train.sharding: fsdp, "
+            "launched with torchrun or recipes/accelerate/fsdp.yaml"
+        )
+    if not (_launched_with("FSDP") or os.environ.get("MMCL_ACCELERATE_FSDP") == "1"):
+        return
+    # Accelerate reads this when its state is created, just below; the launch is remembered for a
+    # second Trainer in this process (a sweep)
+    os.environ.update(ACCELERATE_USE_FSDP="false", MMCL_ACCELERATE_FSDP="1")
+    if recipe.train.sharding != "fsdp":
+        recipe.train.sharding = "fsdp"
+        try:
+            validate(recipe)
+        except ConfigError as e:
+            raise ConfigError(f"launched with Accelerate's FSDP config: {e}") from None
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
@@ -28,6 +58,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise ConfigError(
             "train.precision=fp16 needs a GPU; use fp32 on CPU (bf16 runs on CPU but is slow without AVX512-BF16)"
         )
+    apply_launch_config(recipe)
     trackers = make_trackers(t.trackers, recipe.run_dir, recipe.name, recipe_to_dict(recipe))
     # Accelerate keeps one global state per process; a second Trainer in the same process (a
     # notebook, a sweep) may use another precision. The distributed set-up itself is kept.
@@ -84,7 +115,8 @@ def build_data(recipe: Recipe, model, tokenize, acc: Accelerator):
 
 def prepare_model(recipe: Recipe, model, acc: Accelerator):
     """``(prepared model, optimizer, scheduler, EMA or None)``: memory format, SyncBatchNorm,
-    AdamW and its schedule, torch.compile, Accelerate's wrapping."""
+    AdamW and its schedule, torch.compile, Accelerate's wrapping, or FSDP2 with ``train.sharding:
+    fsdp`` (:mod:`.sharding`)."""
     t = recipe.train
     if t.channels_last:  # every 4-D weight: both towers and a MoCo key encoder's copy
         model.to(memory_format=torch.channels_last)
@@ -98,6 +130,13 @@ def prepare_model(recipe: Recipe, model, acc: Accelerator):
     cache = install_tower_cache(recipe, model)  # model.vision.cache_locked (mmcl.train.tower_cache)
     if cache is not None:
         acc.print("  locked-tower cache: the image tower's output is computed once per sample and reused")
+    if sharding_on(recipe, acc.num_processes):
+        # FSDP2 applied here, not by accelerator.prepare (which would wrap the model in DDP)
+        model = shard_model(model, recipe, acc.device, acc.num_processes)
+        optimizer = split_param_groups(create_optimizer(model, t, acc.device))
+        return model, optimizer, create_scheduler(optimizer, t), None
+    if t.sharding == "fsdp":
+        acc.print("train.sharding: fsdp with one process: nothing to shard, the model is trained whole")
     optimizer = create_optimizer(model, t, acc.device)
     scheduler = create_scheduler(optimizer, t)
     if t.compile:

@@ -38,6 +38,7 @@ from ..models.run_folder import (  # the layout and its readers live with the mo
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "OPTIMIZER_DIR",
     "check_writable",
     "checkpoint_path",
     "free_space",
@@ -46,14 +47,18 @@ __all__ = [
     "load_state",
     "load_weights",
     "output_errors",
+    "discard_staged",
     "remove_stale_saves",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "stage_checkpoint",
     "write_atomic",
     "write_error",
 ]
 
+# a sharded run's optimizer state, one file per rank (torch.distributed.checkpoint), in a checkpoint folder
+OPTIMIZER_DIR = "optimizer"
 # what torch.save says when a write stops short (it does not keep the OS error)
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 # leftovers of unfinished saves: .tmp-step-N-PID (being written), .old-step-N-PID (a re-saved step's
@@ -271,6 +276,27 @@ def remove_stale_saves(run_dir: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _staging_path(run_dir: str | os.PathLike, step: int) -> Path:
+    final = checkpoint_path(run_dir, step)
+    return final.parent / f".tmp-{final.name}-{os.getpid()}"
+
+
+def stage_checkpoint(run_dir: str | os.PathLike, step: int) -> Path:
+    """Create (empty) the folder this process writes the checkpoint of ``step`` into before it is
+    renamed into place, for other ranks to write their shards in first (:func:`save_checkpoint`
+    with ``staged``). :func:`discard_staged` removes it if the save fails."""
+    tmp = _staging_path(run_dir, step)
+    with output_errors(tmp.parent, f"checkpoint {checkpoint_path(run_dir, step).name}"):
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    return tmp
+
+
+def discard_staged(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     """Where the checkpoint of ``step`` is (or would be) saved."""
     return Path(run_dir) / CHECKPOINT_DIR / f"{PREFIX}{step:07d}"
@@ -283,34 +309,38 @@ def save_checkpoint(
     state: dict,
     keep: int,
     extra_models: dict[str, torch.nn.Module] | None = None,
+    staged: Path | None = None,
 ) -> Path:
     """Write ``model`` weights and ``state`` (tensors and plain containers) for ``step``, plus
     ``NAME.safetensors`` for each of ``extra_models`` (e.g. the EMA weights); keep the newest
     ``keep`` checkpoints. Returns the checkpoint folder.
 
     A save that fails or is interrupted (even by KeyboardInterrupt) removes what it wrote and leaves
-    ``latest`` naming the previous checkpoint.
+    ``latest`` naming the previous checkpoint. ``staged``: the folder of :func:`stage_checkpoint`,
+    already holding what other ranks wrote (a sharded optimizer state); it is completed and renamed.
 
     Raises:
         OutputError: the checkpoint could not be written (a full disk, a read-only file system).
     """
     final = checkpoint_path(run_dir, step)
     root = final.parent
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp = staged if staged is not None else _staging_path(run_dir, step)
     aside = root / f".old-{final.name}-{os.getpid()}"
     renamed = False
     with output_errors(root, f"checkpoint {final.name}"):
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            if staged is None:
+                root.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
             save_model(model, str(tmp / "model.safetensors"))
             for name, extra in (extra_models or {}).items():
                 save_model(extra, str(tmp / f"{name}.safetensors"))
             torch.save(state, tmp / "state.pt")
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+            for f in tmp.rglob("*"):  # the files of the sharded optimizer state too
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
             if final.exists():  # re-saving the same step (e.g. after a resume): move the old copy aside
                 os.rename(final, aside)
             os.rename(tmp, final)

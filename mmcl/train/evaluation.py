@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from ..eval.adapters import MmclAdapter
 from ..eval.runner import evaluate, write_results
 from .checkpoint import output_errors
+from .sharding import whole_copy
 
 
 def evaluate_during_training(trainer) -> list[dict]:
@@ -17,9 +18,10 @@ def evaluate_during_training(trainer) -> list[dict]:
     if not r.eval.datasets:
         return []
     records = []
+    whole = whole_copy(trainer)  # a sharded model, gathered whole on the main process (every rank takes part)
     if trainer.accelerator.is_main_process:
         # with an EMA of the weights, the EMA is what gets evaluated
-        model = trainer.ema.module if trainer.ema is not None else trainer.unwrapped
+        model = trainer.ema.module if trainer.ema is not None else whole if whole is not None else trainer.unwrapped
         was_training = model.training
         model.eval()
         adapter = MmclAdapter(model, trainer.tokenize, trainer.eval_transform, trainer.accelerator.device)

@@ -11,6 +11,7 @@ from accelerate.utils import gather_object
 from ..models.backends import get_backend
 from ..models.factory import weights_summary
 from .checkpoint import output_errors, write_atomic
+from .sharding import is_sharded
 
 
 def global_skipped(acc, skipped: Counter) -> Counter:
@@ -94,6 +95,7 @@ def startup_summary(trainer) -> str:
             f"  batch: {r.data.batch_size} per process x {acc.num_processes} processes "
             f"x {r.train.accumulation_steps} accumulated (GradCache) = {per_step} samples per step",
             f"  steps: {r.train.steps}{epochs}, loss {r.loss.name}",
-            f"  device: {acc.device} ({acc.distributed_type.value}), precision {r.train.precision}",
+            f"  device: {acc.device} ({acc.distributed_type.value}"
+            f"{', sharded with FSDP2' if is_sharded(trainer.model) else ''}), precision {r.train.precision}",
         ]
     )

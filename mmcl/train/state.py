@@ -8,11 +8,29 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 
 from ..data.stream import merge_positions
 from ..models.run_folder import load_state, load_weights
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    OPTIMIZER_DIR,
+    discard_staged,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    stage_checkpoint,
+    write_error,
+)
+from .optim import param_groups
+from .sharding import (
+    fit_scheduler_state,
+    full_state_dict,
+    is_sharded,
+    load_full_weights,
+    load_sharded_optimizer,
+    load_whole_optimizer,
+    save_sharded_optimizer,
+)
 
 
 class _FullWeights(torch.nn.Module):
@@ -26,15 +44,16 @@ class _FullWeights(torch.nn.Module):
         return self._weights
 
 
-def training_state(trainer) -> dict:
-    """This rank's state at the last completed step (see :class:`~mmcl.train.position.DataPosition`)."""
+def training_state(trainer, with_optimizer: bool = True) -> dict:
+    """This rank's state at the last completed step (see :class:`~mmcl.train.position.DataPosition`);
+    without the optimizer's when it is saved apart (sharded)."""
     acc, r = trainer.accelerator, trainer.recipe
     sampler = trainer.data.sampler
     return {
         "step": trainer.step,
         **trainer.position.state(acc.num_processes * r.data.batch_size),
         "samples_seen": trainer.samples_seen,
-        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer": trainer.optimizer.state_dict() if with_optimizer else None,
         "loss": trainer.loss_fn.state_dict(),  # e.g. a MoCo key queue
         "scheduler": trainer.scheduler.state_dict(),
         "rng": rng_state(),
@@ -60,33 +79,54 @@ def _merge_ranks(acc, state: dict) -> dict:
 
 
 def save_training_state(trainer) -> Path | None:
-    """Checkpoint the current step: every rank takes part, the main process writes."""
+    """Checkpoint the current step: every rank takes part, the main process writes. A sharded
+    model's weights are gathered into one file; its optimizer state is written by every rank as
+    its own shard (``optimizer/``, torch.distributed.checkpoint) before the folder is renamed into place."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
-    state = training_state(trainer)
+    sharded = is_sharded(trainer.model)
+    if sharded:
+        state = training_state(trainer, with_optimizer=False)
+        model = _FullWeights(full_state_dict(trainer.model))  # gathered on the main process's CPU
+    else:
+        state, model = training_state(trainer), trainer.unwrapped
     if acc.num_processes > 1:
         state = _merge_ranks(acc, state)
-    model = trainer.unwrapped
-    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        # sharded parameters: gather the full weights (every rank takes part) into a CPU copy
-        model = _FullWeights(acc.get_state_dict(trainer.model))
+    staged = stage_sharded(trainer) if sharded else None
     path = None
     if acc.is_main_process:
         extra = {"ema": trainer.ema.module} if trainer.ema is not None else None
         keep = trainer.recipe.train.keep_checkpoints
-        path = save_checkpoint(trainer.run_dir, trainer.step, model, state, keep, extra)
+        path = save_checkpoint(trainer.run_dir, trainer.step, model, state, keep, extra, staged=staged)
     acc.wait_for_everyone()
     return path
+
+
+def stage_sharded(trainer) -> Path:
+    """The main process's staging folder of this step's checkpoint, with every rank's optimizer
+    shard written into ``optimizer/`` (a collective call). A failure on any rank fails every rank,
+    and the main process removes the folder: nothing half-written is renamed into place."""
+    acc = trainer.accelerator
+    staged = [stage_checkpoint(trainer.run_dir, trainer.step) if acc.is_main_process else None]
+    staged = Path(broadcast_object_list(staged)[0])
+    try:
+        save_sharded_optimizer(trainer.model, trainer.optimizer, staged / OPTIMIZER_DIR)
+    except BaseException as e:
+        if acc.is_main_process:
+            discard_staged(staged)
+        error = write_error(e.__cause__ or e, staged.parent, f"the optimizer shards of {staged.name}")
+        if error is not None:
+            raise error from e
+        raise
+    return staged
 
 
 def restore_training_state(trainer, path: str | Path) -> None:
     """Load a checkpoint into ``trainer``: weights, EMA, optimizer, scheduler, loss and sampler
     state, this rank's RNG streams and the data position."""
     path, acc = Path(path), trainer.accelerator
-    load_weights(path, trainer.unwrapped)
     state = load_state(path)
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
+    _restore_model_and_optimizer(trainer, path, state)
     trainer.loss_fn.load_state_dict(state.get("loss", {}))
     if state.get("sampler") is not None and trainer.data.sampler is not None:
         trainer.data.sampler.load_state_dict(state["sampler"])
@@ -110,3 +150,27 @@ def restore_training_state(trainer, path: str | Path) -> None:
         acc.print,
     )
     acc.print(f"resumed from {path} at step {trainer.step} (epoch {position.epoch}, batch {position.batch_in_epoch})")
+
+
+def _restore_model_and_optimizer(trainer, path: Path, state: dict) -> None:
+    """Weights, optimizer and scheduler from a sharded or unsharded checkpoint into a sharded or
+    unsharded run (any number of processes)."""
+    acc, model, optimizer = trainer.accelerator, trainer.unwrapped, trainer.optimizer
+    sharded = is_sharded(model)
+    if sharded:
+        load_full_weights(model, path / "model.safetensors", acc.is_main_process)
+    else:
+        load_weights(path, model)
+    if (path / OPTIMIZER_DIR).is_dir():  # a sharded run's: re-sharded for this run
+        load_sharded_optimizer(model, optimizer, path / OPTIMIZER_DIR)
+    elif sharded:  # an unsharded run's, keyed by position: named in the optimizer's own order
+        names = {p: n for n, p in model.named_parameters()}
+        order = [names[p] for g in param_groups(model, trainer.recipe.train.weight_decay) for p in g["params"]]
+        load_whole_optimizer(model, optimizer, state["optimizer"], order)
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler = trainer.scheduler
+    scheduler.load_state_dict(fit_scheduler_state(state["scheduler"], len(optimizer.param_groups)))
+    if sharded or (path / OPTIMIZER_DIR).is_dir():  # the groups' learning rate is the scheduler's
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr

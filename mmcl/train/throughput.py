@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from .sharding import is_sharded
+
 log = logging.getLogger("mmcl")
 
 # Dense (no sparsity) peak FLOP/s from the vendors' data sheets: (bf16/fp16 tensor, tf32 tensor, fp32).
@@ -58,17 +60,24 @@ def count_flops_per_sample(model, batch: dict, n: int = 2) -> float | None:
 
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
+    # .forward, not __call__: a model compiled in place is counted eagerly; a sharded model gathers
+    # its weights in hooks of __call__ (on every process) and gets gradients through backward only
+    sharded = is_sharded(model)
+    forward = model if sharded else model.forward
     model.eval()
     try:
         with FlopCounterMode(display=False) as counter:
-            # .forward, not __call__: a model compiled in place is counted eagerly
             if "input_ids" in batch:
-                out = model.forward(batch["images"][:n], batch["input_ids"][:n], batch["attention_mask"][:n])
+                out = forward(batch["images"][:n], batch["input_ids"][:n], batch["attention_mask"][:n])
                 total = out.image_embeds.float().sum() + out.text_embeds.float().sum()
             else:  # image-image: two views or two image modalities
-                out = model.forward(batch["images"][:n], batch["images2"][:n])
+                out = forward(batch["images"][:n], batch["images2"][:n])
                 total = out.embeds.float().sum() + out.embeds2.float().sum()
-            torch.autograd.grad(total, params, allow_unused=True)
+            if sharded:
+                total.backward()
+                model.zero_grad(set_to_none=True)
+            else:
+                torch.autograd.grad(total, params, allow_unused=True)
         return counter.get_total_flops() / n
     except Exception as e:  # counting is a report, never a reason to stop training
         log.warning("could not count model FLOPs (%s); MFU will not be logged", e)
@@ -91,8 +100,9 @@ class Throughput:
     def first_batch(self, batch: dict) -> None:
         """Count FLOPs and find the peak (main process), then start the clock."""
         self.started = True
-        if self.acc.is_main_process:
+        if self.acc.is_main_process or is_sharded(self.model):  # a sharded forward takes every process
             self.flops_per_sample = count_flops_per_sample(self.model, batch)
+        if self.acc.is_main_process:
             if self.cfg.peak_flops:
                 self.peak, self.peak_source = self.cfg.peak_flops, "train.peak_flops"
             else:
