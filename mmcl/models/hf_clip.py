@@ -92,6 +92,10 @@ class HFClipModel(PretrainedMixin, nn.Module):
     def clamp_logit_scale(self) -> None:
         self.logit_scale.clamp_(0, math.log(self.cfg.logit_scale_max))
 
+    def towers(self) -> list[nn.Module]:
+        """The image and text towers (sharded block by block under ``train.sharding: fsdp``)."""
+        return [m for m in (self.model.vision_model, self.model.text_model) if isinstance(m, nn.Module)]
+
     def no_weight_decay_names(self) -> set[str]:
         return {"model.logit_scale", "model.logit_bias"}
 

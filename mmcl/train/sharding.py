@@ -35,7 +35,7 @@ from ..errors import ConfigError
 
 # containers whose children are a tower's repeated blocks (timm ViT/EVA ``blocks``, HF BERT/RoBERTa
 # ``encoder.layer``, GPT-style ``h``/``layers``, timm ConvNeXt/Swin/... ``stages``)
-_BLOCK_LISTS = {"blocks", "layer", "layers", "h", "stages"}
+_BLOCK_LISTS = {"blocks", "layer", "layers", "h", "stages", "resblocks"}  # resblocks: open_clip's transformers
 _STAGE = re.compile(r"layer\d+$")  # timm ResNet stages: layer1 .. layer4
 
 
@@ -69,7 +69,10 @@ def shard_units(tower: nn.Module) -> list[nn.Module]:
 
 
 def towers(model: nn.Module) -> list[nn.Module]:
-    """The towers of a dual encoder (vision, text) or an image encoder (vision, vision2)."""
+    """The towers of a dual encoder (vision, text), an image encoder (vision, vision2), or a library's
+    model (its wrapper's ``towers()``: open_clip's visual and text transformer, HF CLIP's models)."""
+    if callable(getattr(model, "towers", None)):
+        return list(model.towers())
     return [m for name in ("vision", "text", "vision2") if isinstance(m := getattr(model, name, None), nn.Module)]
 
 

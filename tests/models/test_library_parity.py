@@ -36,7 +36,7 @@ def _losses(run):
     return [json.loads(x)["train/loss"] for x in lines if "train/loss" in x]
 
 
-def _check_parity(tmp_path, tiny_corpus, name, loss, steps=3, image_size=None):
+def _check_parity(tmp_path, tiny_corpus, name, loss, steps=3, sharding="none"):
     config, weights = _files(tmp_path, name)
     for run, batch in (("one", 8), ("two", 4)):
         data = {
@@ -44,7 +44,13 @@ def _check_parity(tmp_path, tiny_corpus, name, loss, steps=3, image_size=None):
             "data": {"train": str(tiny_corpus / "train.csv"), "batch_size": batch, "augment": {"enabled": False}},
             "model": {"backend": "open_clip", "name": config, "pretrained": weights},
             "loss": {"name": loss, "kwargs": {"k": 2, "bank_size": 64} if loss == "cluster_infonce" else {}},
-            "train": train_section(tmp_path / run, steps=steps, lr=1e-4, checkpoint_every=steps),
+            "train": train_section(
+                tmp_path / run,
+                steps=steps,
+                lr=1e-4,
+                checkpoint_every=steps,
+                sharding=sharding if run == "two" else "none",
+            ),
             "eval": {"datasets": []},
         }
         (tmp_path / f"{run}.yaml").write_text(yaml.safe_dump(data))
@@ -63,6 +69,11 @@ def _check_parity(tmp_path, tiny_corpus, name, loss, steps=3, image_size=None):
 
 def test_open_clip_two_processes_match_one_process(tmp_path, tiny_corpus):
     _check_parity(tmp_path, tiny_corpus, "tiny-oc-clip", "infonce")
+
+
+def test_open_clip_fsdp_two_processes_match_one_process(tmp_path, tiny_corpus):
+    """train.sharding: fsdp shards open_clip's resblocks (FSDP2); the run equals one unsharded process."""
+    _check_parity(tmp_path, tiny_corpus, "tiny-oc-clip", "infonce", sharding="fsdp")
 
 
 @pytest.mark.slow

@@ -109,6 +109,11 @@ class OpenClipModel(PretrainedMixin, nn.Module):
     def no_weight_decay_names(self) -> set[str]:
         return {"model.logit_scale", "model.logit_bias"}
 
+    def towers(self) -> list[nn.Module]:
+        """The image and text towers (sharded block by block under ``train.sharding: fsdp``)."""
+        text = getattr(self.model, "transformer", None) or getattr(self.model, "text", None)
+        return [m for m in (self.model.visual, text) if isinstance(m, nn.Module)]
+
     def preprocess_cfg(self) -> dict:
         """open_clip's preprocessing of this model (size, mean, std, interpolation, resize mode)."""
         return dict(self.model.visual.preprocess_cfg)
