@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import resource
@@ -313,7 +312,6 @@ def run(a) -> dict:
     import open_clip
 
     return {
-        "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT))] + sys.argv[1:]),
         "settings": {
             **{k: v for k, v in vars(a).items() if k not in ("out", "work")},
             "schedule": "warm-up + cosine to 0",
@@ -402,7 +400,8 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.steps % a.window:
         p.error("--window must divide --steps")
-    result = run(a)
+    args = list(sys.argv[1:] if argv is None else argv)
+    result = {"command": " ".join(["python", str(Path(__file__).resolve().relative_to(ROOT)), *args]), **run(a)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
