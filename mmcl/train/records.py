@@ -85,10 +85,12 @@ def startup_summary(trainer) -> str:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     per_step = r.data.batch_size * acc.num_processes * r.train.accumulation_steps
     epochs = f" (~{r.train.steps * per_step / trainer.data.num_samples:.1f} epochs)" if trainer.data.num_samples else ""
+    # a library's model (open_clip, Hugging Face) has its own embedding size; model.embed_dim is not used
+    dim = "" if get_backend(r.model).wraps_library else f", embed_dim {r.model.embed_dim}"
     return "\n".join(
         [
             f"mmcl run {r.name!r} -> {trainer.run_dir}",
-            f"  model: {_model_line(trainer)}, embed_dim {r.model.embed_dim}",
+            f"  model: {_model_line(trainer)}{dim}",
             f"  parameters: {n_params / 1e6:.2f}M ({n_train / 1e6:.2f}M trainable)",
             f"  weights: {weights_summary(model)}",
             f"  data: {trainer.data.description}",

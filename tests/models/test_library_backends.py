@@ -138,6 +138,7 @@ def test_open_clip_trains_from_a_recipe_and_exports(files, tiny_corpus, tmp_path
 
     out = cli(capsys, "train", write_recipe(tmp_path, tiny_corpus, files, which, loss))
     assert f"weights: open_clip model <- {files[which][1]}" in out
+    assert "embed_dim" not in out  # the recipe's model.embed_dim (256) is not this model's (16)
     run = tmp_path / f"run-{loss}"
     assert json.loads((run / "results.json").read_text())[0]["task"] == "zeroshot"
     cli(capsys, "export", "open_clip", str(run), str(tmp_path / "oc"))
