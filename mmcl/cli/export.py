@@ -87,7 +87,9 @@ def run(args) -> int:
     ema = {"auto": None, "model": False, "ema": True}[args.weights]
     if (args.checkpoint or args.weights != "auto") and not (Path(args.src) / "recipe.yaml").is_file():
         raise ConfigError("--checkpoint and --weights are for mmcl run folders")
-    model = from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema)
+    from ..models.adapters import merge_adapters
+
+    model = merge_adapters(from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema))  # LoRA: plain weights
     if args.export_format == "pretrained":
         out = model.save_pretrained(args.out)
         print(f"wrote {out}: mmcl.from_pretrained({str(out)!r}) loads it")
