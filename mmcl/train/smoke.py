@@ -7,8 +7,8 @@ or files the machine may not have is replaced:
 - ``data``: a 48-pair generated captioned-shapes corpus (CSV), batch 4, no workers; the data
   section's augmentation and sampler are kept; a recipe with ``negatives_key`` gets the corpus's
   hard-negative captions (``make-compositional --merge``);
-- ``model.vision.weights`` and ``model.init_from``: dropped (random init); ViTs run at 64 px
-  (same layers and widths, fewer patches);
+- ``model.vision.weights``, ``model.init_from`` and an open_clip ``model.pretrained`` file: dropped
+  (random init); ViTs run at 64 px (same layers and widths, fewer patches);
 - ``train``: 2 steps, CPU, fp32, no torch.compile, a checkpoint at step 2, into
   ``train.output_dir`` (default ``runs/smoke/<name>``);
 - ``eval``: retrieval and zero-shot on the corpus's 16 held-out pairs; image-image models
@@ -81,6 +81,10 @@ def smoke_recipe(path: str | os.PathLike, overrides: list[str] | None = None) ->
         vision["kwargs"] = {**(vision.get("kwargs") or {}), "img_size": 64}
         vision["image_size"] = 64
     model["vision"] = vision
+    if model.get("backend") == "open_clip" and not str(model.get("name", "")).startswith("hf-hub:"):
+        # an architecture name and a weights file: random init (no file needed), images at 64 px
+        model["pretrained"] = None
+        model["kwargs"] = {**(model.get("kwargs") or {}), "force_image_size": 64}
     data["model"] = model
     data["train"] = {**train, **SMOKE_TRAIN, "output_dir": str(out / "run")}
     dataset = {"name": "smoke", "path": str(corpus / "test.csv")}
