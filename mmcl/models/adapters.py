@@ -3,7 +3,8 @@
 
 The adapters are injected in place (``peft.inject_adapter_in_model``), so the model keeps its own
 class and forward; every targeted ``nn.Linear`` ``W`` becomes ``W x + (alpha / r) B A x`` with
-``A: (r, in)``, ``B: (out, r)`` and ``B = 0`` at the start, so the model's embeddings at
+``A: (r, in)``, ``B: (out, r)`` and ``B = 0`` at the start (a convolution ``k x k``: ``A`` is an
+``r``-channel ``k x k`` convolution, ``B`` a 1x1 one), so the model's embeddings at
 initialisation are the base model's. All other parameters are frozen, except those named by
 ``model.adapter.trainable``.
 
@@ -52,7 +53,8 @@ def tower_prefixes(model: nn.Module) -> dict[str, str]:
 
 
 def _adaptable(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, nn.MultiheadAttention))
+    """What peft's LoRA adapts: Linear layers, convolutions (a ResNet tower) and nn.MultiheadAttention."""
+    return isinstance(module, (nn.Linear, nn.Conv2d, nn.MultiheadAttention))
 
 
 def target_names(model: nn.Module, cfg: AdapterConfig) -> list[str]:

@@ -64,6 +64,8 @@ def hand_count(base: torch.nn.Module, names: list[str], r: int) -> int:
         if isinstance(m, torch.nn.MultiheadAttention):
             d = m.embed_dim
             total += r * (d + 3 * d) + r * (d + d)
+        elif isinstance(m, torch.nn.Conv2d):  # A: r-channel k x k conv, B: 1x1 conv back to out channels
+            total += r * m.in_channels * m.kernel_size[0] * m.kernel_size[1] + r * m.out_channels
         else:
             total += r * (m.in_features + m.out_features)
     return total
@@ -110,6 +112,23 @@ def test_adapters_start_as_the_base_model_and_train_only_themselves(sections, ba
     diff = (embeddings(merged, tokenize) - embeddings(model, tokenize)).abs().max()
     assert diff <= 1e-5
     assert not torch.equal(embeddings(merged, tokenize), embeddings(base, tokenize))
+
+
+def test_lora_on_the_convolutions_of_a_resnet_tower(sections):
+    from mmcl.models.adapters import target_names
+    from mmcl.recipe import AdapterConfig
+
+    vision = {"name": "resnet18", "kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}, "image_size": 32}
+    section = {**sections["timm_hf"], "vision": vision}
+    adapter = {"r": 2, "target_modules": {"vision": ["conv2"], "text": ["query"]}}
+    base, tokenize = build(section)
+    model, _ = build(section, adapter)
+    names = target_names(base, AdapterConfig(**adapter))
+    assert len(names) == 5 and count_trainable(model)[0] == hand_count(base, names, 2)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    assert (embeddings(merge_adapters(model), tokenize) - embeddings(model, tokenize)).abs().max() <= 1e-5
 
 
 def test_dora_and_trainable_logit_scale(sections):
