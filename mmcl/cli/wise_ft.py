@@ -57,9 +57,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def _alphas(text: str) -> list[float]:
     try:
-        return [float(a) for a in text.split(",") if a.strip()]
+        alphas = [float(a) for a in text.split(",") if a.strip()]
     except ValueError:
-        raise ConfigError(f"--alphas: comma-separated numbers in [0, 1], e.g. 0,0.5,1; got {text!r}") from None
+        alphas = []
+    if not alphas or not all(0 <= a <= 1 for a in alphas):
+        raise ConfigError(f"--alphas: comma-separated numbers in [0, 1], e.g. 0,0.25,0.5,0.75,1; got {text!r}")
+    return alphas
 
 
 def _eval_config(run_dir: str, datasets: list[str] | None, overrides: list[str]):

@@ -122,3 +122,18 @@ def test_start_of_a_library_backend_run_is_its_pretrained_weights(tmp_path):
     )
     with pytest.raises(ConfigError, match="started from random init.*--start"):
         start_model(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--alphas", "0,2"], "--alphas: comma-separated numbers in [0, 1]"),
+        (["--alphas", "a,b"], "--alphas: comma-separated numbers in [0, 1]"),
+        (["train.lr=1"], "only takes eval.* overrides"),
+        ([], "is not an mmcl run folder"),
+    ],
+)
+def test_wise_ft_cli_mistakes_are_one_line(tmp_path, capsys, args, message):
+    assert main(["wise-ft", str(tmp_path), *args]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mmcl: error:") and message in err and "\n" not in err
