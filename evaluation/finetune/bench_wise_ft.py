@@ -45,12 +45,19 @@ def sketch_csv(src: Path, dst: Path) -> Path:
     return dst
 
 
-def make_data(work: Path, n_train: int, n_test: int) -> dict[str, Path]:
+def make_data(work: Path, n_train: int, n_test: int, single_fraction: float = 1.0) -> dict[str, Path]:
     from mmcl.data.synthetic import ensure_corpus
     from mmcl.recipe import SyntheticConfig
 
     root = ensure_corpus(
-        SyntheticConfig(root=str(work / "shapes"), n_train=n_train, n_test=n_test, n_novel=8, sketch=True),
+        SyntheticConfig(
+            root=str(work / "shapes"),
+            n_train=n_train,
+            n_test=n_test,
+            n_novel=8,
+            sketch=True,
+            single_fraction=single_fraction,
+        ),
         progress=False,
     )
     return {
@@ -151,7 +158,7 @@ def main() -> None:
     from mmcl.recipe import EvalConfig, EvalDatasetConfig
 
     work, t0 = Path(args.work), time.time()
-    data = make_data(work, args.n_train, args.n_test)
+    data = make_data(work, args.n_train, args.n_test, args.single_fraction)
     pre = train(work / "pretrain", data, data["photo_train"], args.pretrain_steps, 0, 2e-3)
     eval_cfg = EvalConfig(
         batch_size=128,
