@@ -106,7 +106,11 @@ def add_adapters(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     ``cfg.trainable``); returns ``model``."""
     peft = _peft()
     config = peft_config(model, cfg)
-    peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    try:
+        peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    except (ValueError, TypeError, NotImplementedError) as e:  # e.g. a method peft has not for a layer type
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"model.adapter: peft cannot adapt this model as asked ({first})") from None
     for name, p in model.named_parameters():
         adapter = "lora_" in name
         p.requires_grad_(adapter or any(re.search(pattern, name) for pattern in cfg.trainable))

@@ -241,6 +241,7 @@ def _check_adapter(m) -> None:
     """``model.adapter``: values only; which layers exist is checked when the model is built."""
     a, towers = m.adapter, ("vision", "vision2") if m.kind == "image_image" else ("vision", "text")
     _check(a.r >= 1, f"model.adapter.r must be >= 1, got {a.r}")
+    _check(m.momentum is None, "model.adapter with model.momentum (a MoCo key encoder) is not supported; use one")
     _check(a.alpha > 0, f"model.adapter.alpha must be > 0, got {a.alpha}")
     _check(0 <= a.dropout < 1, f"model.adapter.dropout must be in [0, 1), got {a.dropout}")
     _check(
