@@ -147,10 +147,14 @@ def main() -> None:
     p.add_argument("--work", default="/tmp/mmcl-bench-finetune", help="corpus and runs (default %(default)s)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--n-train", type=int, default=2000)
+    p.add_argument("--n-test", type=int, default=300)
     p.add_argument(
-        "--n-test", type=int, default=600, help="test scenes (zero-shot scores the ~30%% single-object ones)"
+        "--single-fraction",
+        type=float,
+        default=1.0,
+        help="share of one-object scenes (zero-shot scores those; 1.0: all, and pretraining learns faster)",
     )
-    p.add_argument("--pretrain-steps", type=int, default=100)
+    p.add_argument("--pretrain-steps", type=int, default=120)
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--out", default=str(ROOT / "evaluation" / "finetune" / "results"))
     args = p.parse_args()
