@@ -118,7 +118,7 @@ def main() -> None:
     work = Path(args.work)
     data = wise.make_data(work, 2000, 300)  # bench_wise_ft.py's defaults
     if not (work / "pretrain" / "checkpoints" / "latest").is_file():
-        wise.train(work / "pretrain", data, data["photo_train"], 120, 0, 2e-3)
+        wise.train(work / "pretrain", data, data["photo_train"], 300, 0, 2e-3)
     runs = [fine_tune(work, data, m, args.steps, args.seed) for m in METHODS]
     report = {
         "what": "fine-tuning the photo-pretrained quickstart model on sketches for the same steps: LoRA vs all weights",

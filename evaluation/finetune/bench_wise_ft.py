@@ -154,7 +154,7 @@ def main() -> None:
         default=1.0,
         help="share of one-object scenes (zero-shot scores those; 1.0: all, and pretraining learns faster)",
     )
-    p.add_argument("--pretrain-steps", type=int, default=120)
+    p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--out", default=str(ROOT / "evaluation" / "finetune" / "results"))
     args = p.parse_args()
