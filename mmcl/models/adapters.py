@@ -121,9 +121,9 @@ def add_adapters(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
 
 
 def has_adapters(model: nn.Module) -> bool:
-    from importlib.util import find_spec
-
-    if find_spec("peft") is None:
+    """Whether peft adapters are injected in ``model`` (peft marks such a model with ``peft_config``:
+    a plain model answers without importing peft)."""
+    if not hasattr(model, "peft_config"):
         return False
     from peft.tuners.tuners_utils import BaseTunerLayer
 
