@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from ..errors import ConfigError, TrainingError
-from . import data, eval, export, report, train
+from . import data, eval, export, report, train, wise_ft
 
 EPILOG = textwrap.dedent("""\
     examples:
@@ -23,6 +23,7 @@ EPILOG = textwrap.dedent("""\
       mmcl eval zeroshot --model runs/quickstart --dataset data/shapes/test.csv
       mmcl data make-synthetic data/shapes --n-train 20000
       mmcl report runs/quickstart
+      mmcl wise-ft runs/finetune --alphas 0,0.5,1
     """)
 
 
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         help="show the Python traceback of an error (also: MMCL_DEBUG=1); errors are one line otherwise",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (train, eval, report, data, export):
+    for command in (train, eval, report, data, export, wise_ft):
         command.add_parser(sub)
     return p
 

@@ -114,9 +114,10 @@ def run(args) -> int:
     ema = {"auto": None, "model": False, "ema": True}[args.weights]
     if (args.checkpoint or args.weights != "auto") and not (Path(args.src) / "recipe.yaml").is_file():
         raise ConfigError("--checkpoint and --weights are for mmcl run folders")
-    model = from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema)
     from ..eval.tasks import headline
+    from ..models.adapters import merge_adapters
 
+    model = merge_adapters(from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema))  # LoRA: plain weights
     card = {"license": args.license, "datasets": args.datasets, "base_model": args.base_models, "headline": headline}
     if args.export_format == "pretrained":
         out = model.save_pretrained(args.out, model_card=not args.no_card, **card)

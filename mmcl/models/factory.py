@@ -27,6 +27,10 @@ def create_model(cfg: ModelConfig, text_config=None, load_weights: bool = True) 
     model = get_backend(cfg).build(cfg, text_config=text_config, load_weights=load_weights)
     if load_weights and cfg.init_from:
         init_from_pretrained(model, cfg.init_from)
+    if cfg.adapter is not None:  # after the base weights: the adapters start as a zero update
+        from .adapters import add_adapters
+
+        add_adapters(model, cfg.adapter)
     apply_freeze(model, cfg.freeze, cfg.unfreeze)  # model.freeze regexes (a no-op when empty)
     return model
 
@@ -52,7 +56,9 @@ def init_from_pretrained(model: nn.Module, source: str) -> None:
 
     if not Path(source).exists():
         raise ConfigError(f"model.init_from: {source} does not exist (a pretrained, run or open_clip folder)")
-    theirs = from_pretrained(source, device="cpu").state_dict()
+    from .adapters import merge_adapters
+
+    theirs = merge_adapters(from_pretrained(source, device="cpu")).state_dict()  # a LoRA run: plain weights
     ours = model.state_dict()
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     shapes = [k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape]

@@ -16,6 +16,7 @@ from .load import (
 )
 from .paths import resolve_path
 from .schema import (
+    AdapterConfig,
     AugmentConfig,
     DataConfig,
     EvalConfig,
@@ -31,6 +32,7 @@ from .schema import (
 from .validate import validate
 
 __all__ = [
+    "AdapterConfig",
     "AugmentConfig",
     "DataConfig",
     "EvalConfig",

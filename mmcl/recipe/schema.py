@@ -140,6 +140,22 @@ class TextConfig:
 
 
 @dataclass
+class AdapterConfig:
+    # parameter-efficient fine-tuning through the peft library (docs/finetune.md): lora, or dora
+    # (weight-decomposed LoRA); only the adapters (and `trainable`) train, the rest is frozen
+    method: Literal["lora", "dora"] = "lora"
+    r: int = 8  # rank of each low-rank update
+    alpha: float = 16.0  # the update is scaled by alpha / r
+    dropout: float = 0.0  # dropout on the adapter's input
+    # per tower (vision, text; image_image: vision, vision2): names of the Linear layers to adapt, matched
+    # against the end of each module name inside the tower (timm ViT: qkv, proj, fc1, fc2; BERT: query,
+    # key, value, dense; open_clip: attn (its in_proj and out_proj), c_fc, c_proj; HF CLIP: q_proj, v_proj, ...)
+    target_modules: dict[str, list[str]] = field(default_factory=dict)
+    # regular expressions (re.search) over parameter names that keep training too, e.g. logit_scale, _proj
+    trainable: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ModelConfig:
     # image_text: a CLIP-style dual encoder. image_image: vision towers only (mmcl.models.ImageEncoder):
     # two augmented views of one image through one tower (SimCLR, MoCo, SupCon), or two corresponding
@@ -176,6 +192,7 @@ class ModelConfig:
     # gradient, not in the optimizer), except those unfreeze matches (docs/finetune.md#freezing-by-pattern)
     freeze: list[str] = field(default_factory=list)
     unfreeze: list[str] = field(default_factory=list)
+    adapter: AdapterConfig | None = None  # LoRA / DoRA adapters through peft (None: train the weights)
 
 
 @dataclass

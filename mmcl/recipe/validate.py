@@ -269,6 +269,31 @@ def _validate_model(recipe: Recipe) -> None:
         _check_text(m.text, whole_model=m.name is not None or m.path is not None)
     elif m.vision2 is not None:
         _check_vision(m.vision2, "model.vision2")
+    if m.adapter is not None:
+        _check_adapter(m)
+
+
+def _check_adapter(m) -> None:
+    """``model.adapter``: values only; which layers exist is checked when the model is built."""
+    a, towers = m.adapter, ("vision", "vision2") if m.kind == "image_image" else ("vision", "text")
+    _check(a.r >= 1, f"model.adapter.r must be >= 1, got {a.r}")
+    _check(m.momentum is None, "model.adapter with model.momentum (a MoCo key encoder) is not supported; use one")
+    _check(a.alpha > 0, f"model.adapter.alpha must be > 0, got {a.alpha}")
+    _check(0 <= a.dropout < 1, f"model.adapter.dropout must be in [0, 1), got {a.dropout}")
+    _check(
+        any(a.target_modules.values()),
+        f"model.adapter.target_modules names no layer; give a list per tower ({', '.join(towers)}), "
+        "e.g. {vision: [qkv], text: [query, value]}",
+    )
+    for tower, names in a.target_modules.items():
+        _check(
+            tower in towers,
+            f"model.adapter.target_modules: {tower!r} is not a tower; valid choices: {', '.join(towers)}",
+        )
+        _check(
+            isinstance(names, list) and all(isinstance(n, str) and n for n in names),
+            f"model.adapter.target_modules.{tower} must be a list of layer names, got {names!r}",
+        )
 
 
 def _check_vision(v: VisionConfig, key: str = "model.vision") -> None:

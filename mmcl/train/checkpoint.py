@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import save_model
 
 from ..errors import OutputError
+from ..models.adapters import save_adapters
 from ..models.run_folder import (  # the layout and its readers live with the model loaders
     CHECKPOINT_DIR,
     PREFIX,
@@ -334,6 +335,7 @@ def save_checkpoint(
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
             save_model(model, str(tmp / "model.safetensors"))
+            save_adapters(model, tmp)  # LoRA/DoRA runs: the adapters alone too, in peft's format
             for name, extra in (extra_models or {}).items():
                 save_model(extra, str(tmp / f"{name}.safetensors"))
             torch.save(state, tmp / "state.pt")
