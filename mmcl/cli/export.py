@@ -118,19 +118,19 @@ def run(args) -> int:
     from ..models.adapters import merge_adapters
 
     model = merge_adapters(from_pretrained(args.src, checkpoint=args.checkpoint, ema=ema))  # LoRA: plain weights
+    if args.export_format == "hf":  # transformers' own folder (its config, tokenizer, image processor); no card yet
+        from ..models.backends import get_backend
+        from ..models.hf_clip import export_hf
+
+        out = export_hf(model, get_backend(model.cfg).tokenizer(model.cfg, model), args.out)
+        print(f"wrote {out}: transformers.AutoModel.from_pretrained({str(out)!r}) loads it")
+        return 0
     card = {"license": args.license, "datasets": args.datasets, "base_model": args.base_models, "headline": headline}
     if args.export_format == "pretrained":
         out = model.save_pretrained(args.out, model_card=not args.no_card, **card)
         print(f"wrote {out}: mmcl.from_pretrained({str(out)!r}) loads it")
         if not args.no_card:
             print(f"  model card: {out / 'README.md'}")
-        return 0
-    if args.export_format == "hf":
-        from ..models.backends import get_backend
-        from ..models.hf_clip import export_hf
-
-        out = export_hf(model, get_backend(model.cfg).tokenizer(model.cfg, model), args.out)
-        print(f"wrote {out}: transformers.AutoModel.from_pretrained({str(out)!r}) loads it")
         return 0
     from ..interop.open_clip import export_open_clip
 

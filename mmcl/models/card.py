@@ -242,7 +242,9 @@ def recipe_datasets(recipe: dict | None) -> list[str]:
 def recipe_base_models(recipe: dict | None) -> list[str]:
     """The Hub ids a recipe's weights started from (``model.init_from``, ``model.text.path``)."""
     model = (recipe or {}).get("model") or {}
-    found = [model.get("init_from"), (model.get("text") or {}).get("path")]
+    found = [model.get("init_from"), (model.get("text") or {}).get("path"), model.get("path")]
+    if str(model.get("name") or "").startswith("hf-hub:"):  # an open_clip model named by its Hub id
+        found.append(str(model["name"])[len("hf-hub:") :])
     return [str(p) for p in found if p and _HUB_ID.match(str(p)) and not Path(str(p)).exists()]
 
 
@@ -253,6 +255,10 @@ def recipe_base_models(recipe: dict | None) -> list[str]:
 
 def _describe(model) -> str:
     cfg = model.cfg
+    if getattr(cfg, "backend", None) == "open_clip":  # a library's own model (models/backends.py)
+        return f"An open_clip `{type(model.model).__name__}` model fine-tuned with mmcl (open_clip's own towers)."
+    if getattr(cfg, "backend", None) == "hf":
+        return f"A Hugging Face `{type(model.model).__name__}` fine-tuned with mmcl."
     vision = f"timm vision tower `{cfg.vision.name}`"
     if getattr(model, "kind", "") == "image_image":
         return (
@@ -278,6 +284,10 @@ def _training_lines(recipe: dict | None, datasets: list[str]) -> list[str]:
         starts.append("the vision tower from a weights file")
     if (model.get("text") or {}).get("path"):
         starts.append(f"the text tower from `{_data_name(str(model['text']['path']))}`")
+    if model.get("pretrained"):  # an open_clip architecture's weights file
+        starts.append(f"open_clip `{model.get('name')}` weights `{_data_name(str(model['pretrained']))}`")
+    if model.get("path"):  # a Hugging Face model folder
+        starts.append(f"the Hugging Face model `{_data_name(str(model['path']))}`")
     lines = [
         f"- **Data:** {', '.join(f'`{d}`' for d in datasets) or 'not named'}",
         f"- **Loss:** `{loss.get('name')}`" + (f" {json.dumps(loss['kwargs'])}" if loss.get("kwargs") else ""),

@@ -14,7 +14,7 @@ from ..conftest import run_one_and_two_processes, train_section
 from .library_models import OPEN_CLIP_CONFIGS, write_open_clip
 
 
-def _files(tmp_path, name):
+def _files(tmp_path, name, kwargs):
     if name in OPEN_CLIP_CONFIGS:
         config, weights = write_open_clip(tmp_path / "files", name)
         return str(config), str(weights)
@@ -24,7 +24,7 @@ def _files(tmp_path, name):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    model = open_clip.create_model(name)
+    model = open_clip.create_model(name, **kwargs)
     weights = tmp_path / "files" / f"{name}.safetensors"
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
@@ -37,12 +37,14 @@ def _losses(run):
 
 
 def _check_parity(tmp_path, tiny_corpus, name, loss, steps=3, sharding="none"):
-    config, weights = _files(tmp_path, name)
+    # a sigmoid loss on a CLIP architecture: open_clip adds SigLIP's logit bias when asked
+    kwargs = {"init_logit_bias": -10.0} if loss == "siglip" and name not in OPEN_CLIP_CONFIGS else {}
+    config, weights = _files(tmp_path, name, kwargs)
     for run, batch in (("one", 8), ("two", 4)):
         data = {
             "name": f"parity-{loss}",
             "data": {"train": str(tiny_corpus / "train.csv"), "batch_size": batch, "augment": {"enabled": False}},
-            "model": {"backend": "open_clip", "name": config, "pretrained": weights},
+            "model": {"backend": "open_clip", "name": config, "pretrained": weights, "kwargs": kwargs},
             "loss": {"name": loss, "kwargs": {"k": 2, "bank_size": 64} if loss == "cluster_infonce" else {}},
             "train": train_section(
                 tmp_path / run,
@@ -78,7 +80,7 @@ def test_open_clip_fsdp_two_processes_match_one_process(tmp_path, tiny_corpus):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name,loss", [("tiny-oc-sigmoid", "siglip"), ("tiny-oc-clip", "cluster_infonce"), ("tiny-oc-clip", "siglip")]
+    "name,loss", [("tiny-oc-sigmoid", "siglip"), ("tiny-oc-clip", "cluster_infonce"), ("tiny-oc-sigmoid", "infonce")]
 )
 def test_open_clip_two_processes_match_one_process_every_loss(tmp_path, tiny_corpus, name, loss):
     _check_parity(tmp_path, tiny_corpus, name, loss)
@@ -87,5 +89,6 @@ def test_open_clip_two_processes_match_one_process_every_loss(tmp_path, tiny_cor
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["infonce", "siglip", "cluster_infonce"])
 def test_vit_b_32_native_towers_two_processes_match_one_process(tmp_path, tiny_corpus, loss):
-    """open_clip's ViT-B-32 (its own ViT and text transformer), random init from a local file."""
+    """open_clip's ViT-B-32 (its own ViT and text transformer), random init from a local file; for
+    siglip with SigLIP's logit bias (``model.kwargs: {init_logit_bias: -10}``): a SigLIP-style ViT-B-32."""
     _check_parity(tmp_path, tiny_corpus, "ViT-B-32", loss, steps=2)

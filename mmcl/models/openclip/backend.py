@@ -224,8 +224,8 @@ class OpenClipBackend(ModelBackend):
     def has_logit_bias(self, cfg: ModelConfig) -> bool:
         import open_clip
 
-        model_cfg = open_clip.get_model_config(open_clip_name(cfg)) or {}
-        return model_cfg.get("init_logit_bias") is not None
+        model_cfg = {**(open_clip.get_model_config(open_clip_name(cfg)) or {}), **cfg.kwargs}
+        return model_cfg.get("init_logit_bias") is not None  # model.kwargs: {init_logit_bias: -10} adds one
 
     def describe(self, model) -> str:
         return f"open_clip {model.cfg.name} ({type(model.model).__name__})"
