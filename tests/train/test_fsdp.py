@@ -258,8 +258,10 @@ def test_an_accelerate_fsdp_launch_shards_and_deepspeed_is_refused(tiny_corpus, 
 
     r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4))
     assert r.train.sharding == "none"
+    # setenv (not delenv) first, so teardown removes what the launch set in this process: a
+    # remembered launch must not leak into the tests that run after this one
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    monkeypatch.delenv("MMCL_ACCELERATE_FSDP", raising=False)
+    monkeypatch.setenv("MMCL_ACCELERATE_FSDP", "0")
     make_accelerator(r)
     assert r.train.sharding == "fsdp" and os.environ["ACCELERATE_USE_FSDP"] == "false"
     second = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4))
@@ -268,11 +270,19 @@ def test_an_accelerate_fsdp_launch_shards_and_deepspeed_is_refused(tiny_corpus, 
     r = recipe_from_dict(recipe(tiny_corpus, tmp_path, "vitbert", "infonce", 4, ema_decay=0.99))
     with pytest.raises(ConfigError, match="Accelerate's FSDP config: train.sharding: fsdp does not support"):
         make_accelerator(r)
-    monkeypatch.delenv("ACCELERATE_USE_FSDP")
-    monkeypatch.delenv("MMCL_ACCELERATE_FSDP")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    monkeypatch.setenv("MMCL_ACCELERATE_FSDP", "0")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(ConfigError, match="does not support DeepSpeed"):
         make_accelerator(r)
+
+
+def test_the_accelerate_fsdp_test_leaves_no_launch_behind():
+    """Runs after the test above (file order): nothing of its launch is left in this process."""
+    import os
+
+    assert os.environ.get("MMCL_ACCELERATE_FSDP") in (None, "0")
+    assert os.environ.get("ACCELERATE_USE_FSDP", "false") == "false"
 
 
 @pytest.mark.slow
