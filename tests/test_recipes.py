@@ -14,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
 # full-size open_clip ViT-B-32 / B-16 (~150M parameters, ~1.8 GB checkpoints with the optimizer state): slow;
 # the default suite trains finetune-open-clip.yaml on a tiny open_clip model (tests/test_readme_finetune.py)
-FULL_SIZE = {"finetune-open-clip.yaml", "negclip-coco.yaml", "cluster-guided-finetune.yaml", "lora-vit-b16.yaml"}
+FULL_SIZE = {
+    "finetune-open-clip.yaml",
+    "negclip-coco.yaml",
+    "cluster-guided-finetune.yaml",
+    "lora-vit-b16.yaml",
+    "flyp-open-clip.yaml",
+}
 
 
 def test_there_are_recipes_for_the_families_users_run():
