@@ -122,21 +122,7 @@ def export_open_clip(
         (vision_dir / "config.json").write_text(json.dumps(timm_config(model), indent=2, default=list) + "\n")
         written.append(vision_dir / "config.json")
     state = _unshared(to_open_clip_state_dict(model))
-    weights = out / WEIGHTS_FILES[weights_format]
-    for other in WEIGHTS_FILES.values():  # one weights file, so open_clip cannot pick a stale one
-        if (out / other).exists() and out / other != weights:
-            (out / other).unlink()
-    if weights_format == "safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(weights), metadata={"format": "pt"})
-    else:
-        torch.save(state, weights)
-    config_path = out / f"{name}.json"
-    config_path.write_text(json.dumps(model_cfg, indent=2) + "\n")
-    (out / OPEN_CLIP_CONFIG).write_text(
-        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n"
-    )
+    weights, config_path = _write_folder(out, name, state, model_cfg, preprocess_cfg, weights_format)
     written += [weights, config_path, out / OPEN_CLIP_CONFIG]
     result = {
         "dir": out,
@@ -163,6 +149,28 @@ def _export_native(model: OpenClipModel, out: Path, name: str, weights_format: s
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     state = _unshared({k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()})
+    weights, config_path = _write_folder(out, name, state, model_cfg, preprocess_cfg, weights_format)
+    result = {
+        "dir": out,
+        "name": name,
+        "model_config": config_path,
+        "weights": weights,
+        "preprocess_cfg": preprocess_cfg,
+    }
+    if verify:
+        try:
+            result["max_abs_diff"] = verify_open_clip(model, out, None)
+        except ConfigError:
+            _remove([weights, config_path, out / OPEN_CLIP_CONFIG], out, created)
+            raise
+    return result
+
+
+def _write_folder(
+    out: Path, name: str, state: dict, model_cfg: dict, preprocess_cfg: dict, weights_format: str
+) -> tuple[Path, Path]:
+    """Write an open_clip folder's weights file (the only one: open_clip cannot pick a stale one),
+    its model-config JSON and ``open_clip_config.json``; returns ``(weights, model-config JSON)``."""
     weights = out / WEIGHTS_FILES[weights_format]
     for other in WEIGHTS_FILES.values():
         if (out / other).exists() and out / other != weights:
@@ -178,20 +186,7 @@ def _export_native(model: OpenClipModel, out: Path, name: str, weights_format: s
     (out / OPEN_CLIP_CONFIG).write_text(
         json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n"
     )
-    result = {
-        "dir": out,
-        "name": name,
-        "model_config": config_path,
-        "weights": weights,
-        "preprocess_cfg": preprocess_cfg,
-    }
-    if verify:
-        try:
-            result["max_abs_diff"] = verify_open_clip(model, out, None)
-        except ConfigError:
-            _remove([weights, config_path, out / OPEN_CLIP_CONFIG], out, created)
-            raise
-    return result
+    return weights, config_path
 
 
 def _remove(files: list[Path], out: Path, created: bool) -> None:

@@ -10,7 +10,6 @@ pretrained folder of such a model keeps the model's config, tokenizer and image 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -20,8 +19,7 @@ from torch import nn
 from ..errors import ConfigError, UnsafeFileError
 from ..recipe import AugmentConfig, ModelConfig, resolve_path
 from .backends import ModelBackend, register_backend
-from .dual_encoder import DualEncoderOutput
-from .pretrained import PretrainedMixin
+from .library_model import LibraryClipModel
 
 SUPPORTED = ("clip", "siglip", "siglip2", "vision-text-dual-encoder", "chinese_clip", "altclip")
 HF_DIR = "hf_model"  # in a run or pretrained folder: config, tokenizer and image processor (no weights)
@@ -53,22 +51,14 @@ class HFTokenize:
         return {"input_ids": ids, "attention_mask": mask if mask is not None else torch.ones_like(ids)}
 
 
-class HFClipModel(PretrainedMixin, nn.Module):
-    """A transformers CLIP-family model behind mmcl's model interface; ``.model`` is the model itself."""
+class HFClipModel(LibraryClipModel):
+    """A transformers CLIP-family model behind mmcl's model interface (:class:`LibraryClipModel`);
+    ``.model`` is the model itself."""
 
     def __init__(self, cfg: ModelConfig, model: nn.Module):
-        super().__init__()
-        self.cfg, self.model = cfg, model
+        super().__init__(cfg, model)
         self.model_type = model.config.model_type
         self.uses_mask = not _sigmoid_family(self.model_type)
-
-    @property
-    def logit_scale(self) -> nn.Parameter:
-        return self.model.logit_scale
-
-    @property
-    def logit_bias(self) -> nn.Parameter | None:
-        return getattr(self.model, "logit_bias", None)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = _features(self.model.get_image_features(pixel_values=images))
@@ -79,25 +69,8 @@ class HFClipModel(PretrainedMixin, nn.Module):
         x = _features(self.model.get_text_features(input_ids=input_ids, attention_mask=mask))
         return F.normalize(x, dim=-1) if normalize else x
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask=None) -> DualEncoderOutput:
-        bias = self.logit_bias
-        return DualEncoderOutput(
-            image_embeds=self.encode_image(images),
-            text_embeds=self.encode_text(input_ids, attention_mask),
-            logit_scale=self.logit_scale.exp().reshape(()),
-            logit_bias=None if bias is None else bias.reshape(()),
-        )
-
-    @torch.no_grad()
-    def clamp_logit_scale(self) -> None:
-        self.logit_scale.clamp_(0, math.log(self.cfg.logit_scale_max))
-
     def towers(self) -> list[nn.Module]:
-        """The image and text towers (sharded block by block under ``train.sharding: fsdp``)."""
         return [m for m in (self.model.vision_model, self.model.text_model) if isinstance(m, nn.Module)]
-
-    def no_weight_decay_names(self) -> set[str]:
-        return {"model.logit_scale", "model.logit_bias"}
 
 
 def _read_config(path: str):

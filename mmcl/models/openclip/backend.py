@@ -15,7 +15,6 @@ the preprocessing), so it rebuilds offline without the original name or files.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -26,8 +25,7 @@ from ...errors import ConfigError
 from ...recipe import AugmentConfig, ModelConfig
 from ...weights import load_state_file
 from ..backends import ModelBackend, register_backend
-from ..dual_encoder import DualEncoderOutput
-from ..pretrained import PretrainedMixin
+from ..library_model import LibraryClipModel
 from .config import OPEN_CLIP_CONFIG
 
 LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"
@@ -68,22 +66,9 @@ class OpenClipTokenize:
         return {"input_ids": ids, "attention_mask": (ids != self.pad_id).long()}
 
 
-class OpenClipModel(PretrainedMixin, nn.Module):
-    """An open_clip model behind mmcl's model interface (``encode_image``, ``encode_text``,
-    ``forward`` -> :class:`DualEncoderOutput`, ``logit_scale`` as its log, ``clamp_logit_scale``).
-    The open_clip model itself is ``.model``: its state dict, under ``model.``, is what is saved."""
-
-    def __init__(self, cfg: ModelConfig, model: nn.Module):
-        super().__init__()
-        self.cfg, self.model = cfg, model
-
-    @property
-    def logit_scale(self) -> nn.Parameter:
-        return self.model.logit_scale
-
-    @property
-    def logit_bias(self) -> nn.Parameter | None:
-        return getattr(self.model, "logit_bias", None)
+class OpenClipModel(LibraryClipModel):
+    """An open_clip model behind mmcl's model interface (:class:`LibraryClipModel`); the open_clip
+    model itself is ``.model``."""
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         x = self.model.encode_image(images)
@@ -94,23 +79,7 @@ class OpenClipModel(PretrainedMixin, nn.Module):
         x = self.model.encode_text(input_ids)
         return F.normalize(x, dim=-1) if normalize else x
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask=None) -> DualEncoderOutput:
-        return DualEncoderOutput(
-            image_embeds=self.encode_image(images),
-            text_embeds=self.encode_text(input_ids, attention_mask),
-            logit_scale=self.logit_scale.exp(),
-            logit_bias=self.logit_bias,
-        )
-
-    @torch.no_grad()
-    def clamp_logit_scale(self) -> None:
-        self.logit_scale.clamp_(0, math.log(self.cfg.logit_scale_max))
-
-    def no_weight_decay_names(self) -> set[str]:
-        return {"model.logit_scale", "model.logit_bias"}
-
     def towers(self) -> list[nn.Module]:
-        """The image and text towers (sharded block by block under ``train.sharding: fsdp``)."""
         text = getattr(self.model, "transformer", None) or getattr(self.model, "text", None)
         return [m for m in (self.model.visual, text) if isinstance(m, nn.Module)]
 
